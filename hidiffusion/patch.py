@@ -1,0 +1,81 @@
+"""Apply, drive and remove HiDiffusion on one UNet; a registry heals every UNet ever patched.
+
+The patch is hooks plus one conv's stride/padding/dilation while RAD runs: module names,
+`state_dict` keys and weights never change, and removal restores the UNet bit for bit.
+"""
+import weakref
+from typing import Optional
+
+from torch import nn
+
+from .raunet import RAUNet
+from .schedule import Phase, Plan
+from .window_attention import WindowAttention
+
+_patched: "weakref.WeakKeyDictionary[nn.Module, Patch]" = weakref.WeakKeyDictionary()
+
+
+class Patch:
+    """HiDiffusion applied to one UNet. Drive it with `set_step`; undo it with `remove`."""
+
+    def __init__(self, unet: nn.Module, plan: Plan, seed: int = 0):
+        self._unet = weakref.ref(unet)      # the registry must not keep a dropped model alive
+        self.plan = plan
+        self.phase = Phase(rad=False, ca=False)
+        self.raunet = RAUNet(unet, plan)
+        self.window_attention = WindowAttention(unet, plan, seed) if plan.settings.window_attention else None
+
+    def set_step(self, step: int, total: int, shift: Optional[int] = None) -> Phase:
+        """Switch the modifications for executed step `step` (0-based) of `total` executed steps.
+
+        Call it before the UNet calls of each step; the UNet may run several times per step.
+        `shift` forces the MSW-MSA shift (0..3 quarter windows) of every block, for tests.
+        """
+        self.phase = self.plan.phase(step, total)
+        self.raunet.set_phase(self.phase)
+        if self.window_attention is not None:
+            self.window_attention.set_step(step, shift)
+        return self.phase
+
+    def remove(self) -> None:
+        """Restore the UNet exactly; safe to call twice."""
+        self.raunet.remove()
+        if self.window_attention is not None:
+            self.window_attention.remove()
+        unet = self._unet()
+        if unet is not None and _patched.get(unet) is self:
+            del _patched[unet]
+
+
+def apply(unet: nn.Module, plan: Plan, seed: int = 0) -> Patch:
+    """Patch `unet` according to `plan` (from `resolve`), replacing any earlier patch on it.
+
+    Nothing changes the UNet's output until `set_step` is called. `seed` makes the window shifts
+    reproducible: a shift is a function of (seed, step, block).
+    """
+    remove(unet)
+    patch = Patch(unet, plan, seed)
+    _patched[unet] = patch
+    return patch
+
+
+def remove(unet: nn.Module) -> bool:
+    """Remove the patch from `unet` if it has one; return whether it had."""
+    patch = _patched.get(unet)
+    if patch is None:
+        return False
+    patch.remove()
+    return True
+
+
+def remove_all() -> int:
+    """Restore every UNet still patched (self-healing after an error); return how many there were."""
+    patches = list(_patched.values())
+    for patch in patches:
+        patch.remove()
+    return len(patches)
+
+
+def patched(unet: nn.Module) -> Optional[Patch]:
+    """The live patch on `unet`, if any."""
+    return _patched.get(unet)

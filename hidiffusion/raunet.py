@@ -1,0 +1,98 @@
+"""RAU-Net: run the deep levels at the model's native resolution during the early steps.
+
+Four operations, each placed with hooks or an attribute change that leaves module names and
+`state_dict` keys untouched (hidiffusion-method.md §1, §4):
+
+* RAD: the Downsample conv of one level runs with stride 4, padding 2, dilation 2 (same weights).
+* RAU: its mirrored Upsample resizes to the size of the skip it will meet, then runs its own conv.
+* CA-down: the output of the first level-1 block is avg-pooled (2x2, ceil) before it becomes a skip.
+* CA-up: the output of the matching up block is resized (bicubic) back to the size before pooling.
+
+Every Upsample of a patched UNet resizes to the exact size of its next skip (as the official code
+does through diffusers' `upsample_size`), so skips and features always match: the webui's `th.cat`
+would otherwise resize mismatches silently. Where x2 already matches, the output is untouched.
+"""
+import torch.nn.functional as F
+from torch import nn
+
+from .schedule import Phase, Plan
+
+RAD_CONV = {"stride": (4, 4), "padding": (2, 2), "dilation": (2, 2)}
+
+
+class RAUNet:
+    """The hooks of one patched UNet; `phase` is read by them on every call."""
+
+    def __init__(self, unet: nn.Module, plan: Plan):
+        self.plan = plan
+        self.phase = Phase(rad=False, ca=False)
+        self.hooks = []
+        self.input_sizes = {}          # Downsample block index -> spatial size of its input
+        self.upsample_inputs = {}      # Upsample block index -> the tensor it was called with
+        self.size_before_pool = None
+        self.rad_conv = None
+        self.vanilla_conv = None
+
+        downsamples = [i for i, block in enumerate(unet.input_blocks) if type(block[0]).__name__ == "Downsample"]
+        upsamples = [i for i, block in enumerate(unet.output_blocks) if type(block[-1]).__name__ == "Upsample"]
+        for down in downsamples:
+            self.hooks.append(unet.input_blocks[down][0].register_forward_pre_hook(self._record_input(down)))
+        # The deepest Upsample meets the skip of the deepest Downsample, and so on outwards.
+        for up, down in zip(upsamples, reversed(downsamples)):
+            upsample = unet.output_blocks[up][-1]
+            self.hooks.append(upsample.register_forward_pre_hook(self._stash_input(up)))
+            self.hooks.append(upsample.conv.register_forward_pre_hook(self._resize_to_skip(up, down)))
+
+        if plan.rad_input_block is not None:
+            self.rad_conv = unet.input_blocks[plan.rad_input_block][0].op
+            self.vanilla_conv = {name: getattr(self.rad_conv, name) for name in RAD_CONV}
+        self.hooks.append(unet.input_blocks[plan.ca_input_block].register_forward_hook(self._pool))
+        self.hooks.append(unet.output_blocks[plan.ca_output_block].register_forward_hook(self._unpool))
+
+    def set_phase(self, phase: Phase) -> None:
+        if self.rad_conv is not None and phase.rad != self.phase.rad:
+            for name, value in (RAD_CONV if phase.rad else self.vanilla_conv).items():
+                setattr(self.rad_conv, name, value)
+        self.phase = phase
+
+    def remove(self) -> None:
+        self.set_phase(Phase(rad=False, ca=False))
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
+        self.input_sizes.clear()
+        self.upsample_inputs.clear()
+
+    def _record_input(self, down):
+        def hook(module, args):
+            self.input_sizes[down] = tuple(args[0].shape[-2:])
+        return hook
+
+    def _stash_input(self, up):
+        def hook(module, args):
+            self.upsample_inputs[up] = args[0]
+        return hook
+
+    def _resize_to_skip(self, up, down):
+        def hook(conv, args):
+            doubled = args[0]
+            source = self.upsample_inputs.pop(up)
+            target = self.input_sizes[down]
+            mode = "nearest"
+            if self.phase.rad and up == self.plan.rau_output_block:
+                mode = self.plan.settings.rau_upsample
+            if mode == "nearest" and tuple(doubled.shape[-2:]) == target:
+                return None
+            return (F.interpolate(source, size=target, mode=mode),)
+        return hook
+
+    def _pool(self, block, args, output):
+        if not self.phase.ca:
+            return None
+        self.size_before_pool = tuple(output.shape[-2:])
+        return F.avg_pool2d(output, kernel_size=2, stride=2, ceil_mode=True)
+
+    def _unpool(self, block, args, output):
+        if not self.phase.ca:
+            return None
+        return F.interpolate(output, size=self.size_before_pool, mode="bicubic")

@@ -1,0 +1,112 @@
+"""UNets of the real architectures with random weights, for the benchmark and the tests.
+
+Built from the same classes the webui runs: ldm `UNetModel` (SD1.x/SD2.x) and sgm `UNetModel`
+(SDXL). ldm and sgm are imported only when a builder is called; where the webui's `sgm` is not
+importable, the copy vendored in imaginAIry is used. "tiny" twins keep every block and index of the
+full model with fewer channels, so HiDiffusion takes exactly the same code paths.
+"""
+import contextlib
+import importlib
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+# Keyword arguments of the ldm/sgm UNetModel per architecture (the webui's v1/v2/sd_xl_base configs).
+CONFIGS = {
+    "sd15": dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+                 num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
+                 transformer_depth=1, context_dim=768, use_checkpoint=False, legacy=False),
+    "sd21": dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+                 num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
+                 use_linear_in_transformer=True, transformer_depth=1, context_dim=1024, use_checkpoint=False,
+                 legacy=False),
+    "sdxl": dict(adm_in_channels=2816, num_classes="sequential", use_checkpoint=False, in_channels=4,
+                 out_channels=4, model_channels=320, attention_resolutions=[4, 2], num_res_blocks=2,
+                 channel_mult=[1, 2, 4], num_head_channels=64, use_linear_in_transformer=True,
+                 transformer_depth=[1, 2, 10], context_dim=2048, spatial_transformer_attn_type="softmax"),
+}
+# The same layouts with narrow channels and shallow level-2 transformers.
+TINY = {
+    "sd15": dict(model_channels=32, context_dim=64, num_heads=4),
+    "sd21": dict(model_channels=32, context_dim=64, num_head_channels=8),
+    "sdxl": dict(model_channels=32, context_dim=64, adm_in_channels=96, num_head_channels=16,
+                 transformer_depth=[1, 2, 3]),
+}
+NATIVE_LATENT = {"sd15": 64, "sd21": 64, "sdxl": 128}
+
+
+def unet_config(model: str, tiny: bool = False, **overrides) -> dict:
+    config = dict(CONFIGS[model])
+    config.update(TINY[model] if tiny else {})
+    config.update(overrides)
+    return config
+
+
+def _sgm_openaimodel():
+    try:
+        return importlib.import_module("sgm.modules.diffusionmodules.openaimodel")
+    except ImportError:
+        module = importlib.import_module("imaginairy.modules.sgm.diffusionmodules.openaimodel")
+        # imaginAIry imports the ldm-style SpatialTransformer there; its sgm one sits beside it.
+        module.SpatialTransformer = importlib.import_module("imaginairy.modules.sgm.attention").SpatialTransformer
+        return module
+
+
+def build_unet(model: str, tiny: bool = False, seed: int = 0, **overrides) -> torch.nn.Module:
+    """An eval-mode UNetModel of `model` ("sd15", "sd21", "sdxl") with random non-zero weights."""
+    config = unet_config(model, tiny, **overrides)
+    if model == "sdxl":
+        unet = _sgm_openaimodel().UNetModel(**config)
+    else:
+        unet = importlib.import_module("ldm.modules.diffusionmodules.openaimodel").UNetModel(**config)
+    return randomize(unet.eval(), seed)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-initialise every parameter: ldm/sgm zero-initialise output layers, so a fresh UNet outputs 0."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            if parameter.dim() == 1 and ("norm" in name or name.endswith(("in_layers.0.weight", "out_layers.0.weight"))
+                                         or name.startswith("out.0")):
+                parameter.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
+            else:
+                fan_in = parameter[0].numel() if parameter.dim() > 1 else 1
+                parameter.copy_(noise * fan_in ** -0.5)
+    return model
+
+
+def example_inputs(unet: torch.nn.Module, model: str, batch: int, height: int, width: int, seed: int = 0,
+                   dtype=torch.float32, device="cpu") -> dict:
+    """Keyword inputs of one UNet call at a latent of `height` x `width`."""
+    generator = torch.Generator().manual_seed(seed)
+    context_dim = unet.input_blocks[4][1].transformer_blocks[0].attn2.to_k.in_features
+    inputs = dict(x=torch.randn(batch, unet.input_blocks[0][0].in_channels, height, width, generator=generator),
+                  timesteps=torch.linspace(999, 1, batch).round(),
+                  context=torch.randn(batch, 77, context_dim, generator=generator))
+    if model == "sdxl":
+        inputs["y"] = torch.randn(batch, unet.label_emb[0][0].in_features, generator=generator)
+    return {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+
+
+def _sdp_forward(self, x, context=None, mask=None, **kwargs):
+    heads = self.heads
+    context = x if context is None else context
+    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+@contextlib.contextmanager
+def sdp_attention():
+    """Swap ldm's einsum CrossAttention.forward for scaled-dot-product attention, as the webui's
+    "sdp" optimisation does (a class attribute, so HiDiffusion must go through it)."""
+    attention = importlib.import_module("ldm.modules.attention").CrossAttention
+    original = attention.forward
+    attention.forward = _sdp_forward
+    try:
+        yield
+    finally:
+        attention.forward = original
