@@ -1,0 +1,155 @@
+import math
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hidiffusion import Settings, apply, detect, resolve
+from hidiffusion.unets import example_inputs
+
+
+@pytest.fixture
+def skip_pairs(unet, monkeypatch):
+    """Record (h, skip) shapes at every UNet concatenation, where the webui's th.cat would silently resize."""
+    pairs = []
+    module = sys.modules[type(unet).__module__]
+
+    def cat(tensors, dim=0):
+        if dim == 1 and len(tensors) == 2:
+            pairs.append((tuple(tensors[0].shape[2:]), tuple(tensors[1].shape[2:])))
+        return torch.cat(tensors, dim)
+
+    monkeypatch.setattr(module, "th", types.SimpleNamespace(**{**vars(torch), "cat": cat}))
+    return pairs
+
+
+@pytest.fixture
+def block_sizes(unet):
+    """Spatial size of every input/output block's output (after any hook) during the next forward,
+    read as the input of the module that consumes it."""
+    sizes = {}
+    consumers = [(("in", i), block) for i, block in enumerate(list(unet.input_blocks)[1:])]
+    consumers += [(("in", len(unet.input_blocks) - 1), unet.middle_block)]
+    consumers += [(("out", i), block) for i, block in enumerate(list(unet.output_blocks)[1:])]
+    consumers += [(("out", len(unet.output_blocks) - 1), unet.out)]
+    hooks = [module.register_forward_pre_hook(lambda m, args, key=key: sizes.__setitem__(key, tuple(args[0].shape[2:])))
+             for key, module in consumers]
+    yield sizes
+    for hook in hooks:
+        hook.remove()
+
+
+def ceil_div(size, factor):
+    return tuple(math.ceil(s / factor) for s in size)
+
+
+def run_phase(unet, inputs, plan, step, total):
+    patch = apply(unet, plan)
+    try:
+        phase = patch.set_step(step, total)
+        with torch.no_grad():
+            out = unet(**inputs)
+    finally:
+        patch.remove()
+    return phase, out
+
+
+# (step, total) picks the phase: with T1 0.6 / T2 0.3 over 10 steps, step 0 runs RAD and CA on SD1.x
+# (SDXL aggressive: RAD only), step 4 RAD only (SDXL: CA only), step 8 neither.
+PHASE_STEPS = (0, 4, 8)
+SETTINGS = Settings(window_attention=False, t1=0.6, t2=0.3)
+
+
+@pytest.mark.parametrize("latent", [(64, 64), (48, 80), (40, 24)])
+@pytest.mark.parametrize("step", PHASE_STEPS)
+def test_block_sizes_follow_the_method(unet, model, inputs, skip_pairs, block_sizes, latent, step):
+    x = inputs(*latent, batch=1)
+    plan = resolve(detect(unet), SETTINGS, latent[1] * 8, latent[0] * 8)
+    phase, out = run_phase(unet, x, plan, step, 10)
+    assert out.shape == x["x"].shape
+    assert all(h == skip for h, skip in skip_pairs) and len(skip_pairs) == len(unet.output_blocks)
+    half = ceil_div(latent, 2)
+    if model == "sdxl":
+        level1 = ceil_div(half, 2) if phase.ca else half
+        assert block_sizes["in", 4] == level1 and block_sizes["in", 5] == level1
+        assert block_sizes["in", 6] == ceil_div(level1, 4 if phase.rad else 2)
+        assert block_sizes["out", 2] == level1                      # RAU: exactly the skip's size
+        assert block_sizes["out", 4] == half                        # CA-up: back to the size before pooling
+    else:
+        level1 = ceil_div(latent, 4 if phase.rad else 2)
+        assert block_sizes["in", 3] == level1
+        assert block_sizes["in", 4] == (ceil_div(level1, 2) if phase.ca else level1)
+        assert block_sizes["out", 7] == level1
+        assert block_sizes["out", 8] == latent
+    assert phase == plan.phase(step, 10)
+
+
+def test_rad_is_the_same_conv_with_stride_4_padding_2_dilation_2(tiny_unets):
+    unet = tiny_unets["sd15"]
+    downsample = unet.input_blocks[3][0]
+    seen = {}
+    hook = downsample.register_forward_hook(lambda m, args, out: seen.update(x=args[0], out=out))
+    try:
+        plan = resolve(detect(unet), SETTINGS, 512, 512)
+        patch = apply(unet, plan)
+        patch.set_step(0, 10)
+        assert (downsample.op.stride, downsample.op.padding, downsample.op.dilation) == ((4, 4), (2, 2), (2, 2))
+        with torch.no_grad():
+            unet(**example_inputs(unet, "sd15", 1, 64, 64))
+        patch.set_step(9, 10)
+        assert (downsample.op.stride, downsample.op.padding, downsample.op.dilation) == ((2, 2), (1, 1), (1, 1))
+        patch.remove()
+    finally:
+        hook.remove()
+    expected = F.conv2d(seen["x"], downsample.op.weight, downsample.op.bias, stride=4, padding=2, dilation=2)
+    torch.testing.assert_close(seen["out"], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bicubic"])
+def test_rau_resizes_to_the_skip_then_runs_the_blocks_own_conv(tiny_unets, mode):
+    unet = tiny_unets["sd15"]
+    upsample = unet.output_blocks[8][2]
+    seen = {}
+    hook = upsample.register_forward_hook(lambda m, args, out: seen.update(x=args[0], out=out))
+    try:
+        plan = resolve(detect(unet), Settings(window_attention=False, rau_upsample=mode), 400, 304)
+        run_phase(unet, example_inputs(unet, "sd15", 1, 38, 50), plan, 0, 10)
+    finally:
+        hook.remove()
+    assert tuple(seen["x"].shape[2:]) == (10, 13)                   # ceil(38/4), ceil(50/4)
+    expected = upsample.conv(F.interpolate(seen["x"], size=(38, 50), mode=mode))
+    torch.testing.assert_close(seen["out"], expected, rtol=0, atol=0)
+
+
+def test_every_phase_changes_the_output(unet, inputs):
+    x = inputs(48, 64, batch=1)
+    plan = resolve(detect(unet), SETTINGS, 512, 384)
+    with torch.no_grad():
+        vanilla = unet(**x)
+    outputs = [run_phase(unet, x, plan, step, 10)[1] for step in PHASE_STEPS]
+    assert (outputs[0] - vanilla).abs().max() > 1e-2
+    assert (outputs[1] - vanilla).abs().max() > 1e-2
+    assert (outputs[0] - outputs[1]).abs().max() > 1e-2
+    torch.testing.assert_close(outputs[2], vanilla, rtol=0, atol=0)  # vanilla phase at a multiple of 64 px
+
+
+# Every residue of the latent size modulo 8 on each axis (every multiple of 8 px), in every phase.
+SWEEP = [(h, w) for h in range(24, 32) for w in (41, 46)] + [(h, h + 13) for h in range(32, 40)] + [(8, 8), (9, 15)]
+
+
+@pytest.mark.parametrize("latent", SWEEP, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_any_size_gives_exact_skips_in_every_phase(unet, inputs, skip_pairs, latent):
+    x = inputs(*latent, batch=1)
+    plan = resolve(detect(unet), Settings(t1=0.6, t2=0.3), latent[1] * 8, latent[0] * 8)
+    patch = apply(unet, plan)
+    try:
+        with torch.no_grad():
+            for step in PHASE_STEPS:
+                skip_pairs.clear()
+                patch.set_step(step, 10)
+                assert unet(**x).shape == x["x"].shape
+                assert [h for h, _ in skip_pairs] == [skip for _, skip in skip_pairs]
+    finally:
+        patch.remove()
