@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from hidiffusion import remove_all
 from hidiffusion.unets import build_unet, example_inputs, sdp_attention
 
 MODELS = ("sd15", "sd21", "sdxl")
@@ -12,6 +13,13 @@ def webui_sdp_attention():
     """The webui replaces CrossAttention.forward with sdp; HiDiffusion must go through whatever is there."""
     with sdp_attention():
         yield
+
+
+@pytest.fixture(autouse=True)
+def heal_shared_unets():
+    """The tiny UNets are shared by the whole session: a failing test must not leave one patched."""
+    yield
+    remove_all()
 
 
 @pytest.fixture(scope="session")
