@@ -8,6 +8,7 @@ from typing import Optional
 
 from torch import nn
 
+from .architecture import UnsupportedModel, detect
 from .raunet import RAUNet
 from .schedule import Phase, Plan
 from .window_attention import WindowAttention
@@ -53,6 +54,9 @@ def apply(unet: nn.Module, plan: Plan, seed: int = 0) -> Patch:
     Nothing changes the UNet's output until `set_step` is called. `seed` makes the window shifts
     reproducible: a shift is a function of (seed, step, block).
     """
+    architecture = detect(unet)     # refuses unknown layouts before any hook is installed
+    if architecture.layout != plan.architecture.layout:
+        raise UnsupportedModel(f"the plan was resolved for {plan.architecture}, this UNet is {architecture}")
     remove(unet)
     patch = Patch(unet, plan, seed)
     _patched[unet] = patch

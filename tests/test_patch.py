@@ -125,3 +125,11 @@ def test_public_api_is_small_and_documented():
     for name in ("detect", "resolve", "apply", "remove", "remove_all"):
         assert getattr(hidiffusion, name).__doc__
     assert hidiffusion.Patch.set_step.__doc__ and hidiffusion.Patch.remove.__doc__
+
+
+def test_a_plan_for_another_layout_is_refused_before_anything_is_installed(tiny_unets):
+    sd15, sdxl = tiny_unets["sd15"], tiny_unets["sdxl"]
+    hooks = hook_count(sdxl)
+    with pytest.raises(hidiffusion.UnsupportedModel, match="resolved for SD1"):
+        apply(sdxl, resolve(detect(sd15), Settings(), 1024, 1024))
+    assert hook_count(sdxl) == hooks and patched(sdxl) is None
