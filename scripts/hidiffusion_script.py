@@ -1,0 +1,572 @@
+"""HiDiffusion in the AUTOMATIC1111 webui: the accordion, the sampling lifecycle, infotext, XYZ axes, API args.
+
+Glue only; the method is the `hidiffusion` package beside this folder. Per sampling pass (first pass,
+hires pass, img2img) the pass's size and the UNet loaded at that moment give a Plan; the patch is applied
+at the pass's first denoiser call, driven on every call, and removed when the pass ends or no longer needs
+it. Stale patches (an exception skips `postprocess`) are healed at the next run and on script unload.
+"""
+import dataclasses
+import functools
+import weakref
+from typing import Any, Callable, Optional
+
+import gradio as gr
+
+import hidiffusion  # imported at load time: the extension folder is on sys.path only now
+from modules import script_callbacks, scripts, shared
+from modules.ui_components import InputAccordion
+
+TITLE = "HiDiffusion"
+JOB = "hidiffusion_job"            # attribute of `p` holding the running Job
+LATENT_SCALE = 8
+PRESETS = {"Auto": "auto", "SD1.x": "sd1", "SD2.x": "sd2", "SDXL": "sdxl", "SDXL-Turbo": "sdxl-turbo"}
+AGGRESSIVE = {"Auto": None, "On": True, "Off": False}
+PASSES = ("Both", "First pass", "Hires pass")
+
+
+# --- settings: one declaration, in the order of `ui()`'s components = the positional API args ----------
+
+def _bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "on", "off", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "on", "yes", "1")
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _ratio(value):
+    """A number in [0, 1], or None for Auto."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number from 0 to 1 or 'auto', got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number from 0 to 1 or 'auto', got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return number
+
+
+def _choice(*choices, aliases=None):
+    lookup = {c.lower(): c for c in choices}
+    lookup.update(aliases or {})
+
+    def parse(value):
+        if isinstance(value, str) and value.strip().lower() in lookup:
+            return lookup[value.strip().lower()]
+        raise ValueError(f"expected one of {', '.join(choices)}; got {value!r}")
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str            # positional position's name, dict key, XYZ attribute `p.hidiffusion_<name>`
+    label: str           # UI label, unique in this script (the ui-config key)
+    default: Any
+    parse: Callable      # API / XYZ value -> setting; raises ValueError with a readable message
+    tooltip: str
+
+
+OPTIONS = (
+    Option("enable", TITLE, False, _bool, "Generate above the model's native resolution without duplicated "
+           "objects (RAU-Net) and faster (MSW-MSA)."),
+    Option("raunet", "RAU-Net", True, _bool, "Resolution-aware U-Net: the deep levels run at the native "
+           "resolution during the first steps, so the layout is composed once."),
+    Option("window_attention", "MSW-MSA", True, _bool, "Shifted-window self-attention in the top blocks: "
+           "faster at high resolution, at every step."),
+    Option("preset", "Model preset", "Auto", _choice(*PRESETS, aliases={v: k for k, v in PRESETS.items()}),
+           "Auto recognises SD1.x / SD2.x / SDXL from the UNet's structure. Choose SDXL-Turbo for few-step "
+           "SDXL models (RAU-Net without the strided convolution, T1 0.5)."),
+    Option("auto_timing", "Auto T1/T2", True, _bool, "Take T1 and T2 from the official table for the model "
+           "and image size (shown below). Off: use the sliders."),
+    Option("t1", "T1", 0.4, _ratio, "Fraction of the steps with the main RAU-Net switch on (SD1.x/SD2.x: "
+           "the stride-4 downsampler; SDXL: the pooled level-1 block)."),
+    Option("t2", "T2", 0.0, _ratio, "Fraction of the steps with the second switch on (SD1.x/SD2.x: the "
+           "pooled level-1 block; SDXL: the stride-4 downsampler). Never above T1."),
+    Option("aggressive", "Aggressive", "Auto", _choice(*AGGRESSIVE), "SDXL only: the stride-4 downsampler "
+           "for the first 16% of the steps, then pooling until T1 (official for SDXL below 4096 px)."),
+    Option("passes", "Apply to", "Both", _choice(*PASSES, aliases={"first": "First pass", "hires": "Hires pass"}),
+           "Which sampling passes get HiDiffusion. img2img has only a first pass."),
+    Option("native_guard", "Only above native resolution", True, _bool, "Skip a pass whose image fits "
+           "within the model's native resolution (SD1.x 512, SDXL 1024): HiDiffusion is for larger images."),
+    Option("rau_upsample", "RAU upsampling", hidiffusion.RAU_UPSAMPLE_MODES[0],
+           _choice(*hidiffusion.RAU_UPSAMPLE_MODES), "How the resolution-aware upsampler resizes before its "
+           "convolution: nearest (official) or bicubic."),
+    Option("window_shift", "Window shift", hidiffusion.WINDOW_SHIFT_MODES[0],
+           _choice(*hidiffusion.WINDOW_SHIFT_MODES), "MSW-MSA window shift per step: random (seeded from the "
+           "image seed), rotate (step mod 4) or none."),
+)
+DEFAULTS = {o.name: o.default for o in OPTIONS}
+DICT_KEYS = [o.name for o in OPTIONS if o.name != "auto_timing"]   # dict form: "t1": "auto" | number
+
+# Infotext keys (webui key syntax: letters, digits, spaces, "-", "/").
+KEY = {"parts": TITLE, "preset": f"{TITLE} preset", "t1": f"{TITLE} T1", "t2": f"{TITLE} T2",
+       "aggressive": f"{TITLE} aggressive", "auto": f"{TITLE} auto", "passes": f"{TITLE} passes",
+       "native_guard": f"{TITLE} native guard", "rau_upsample": f"{TITLE} RAU upsample",
+       "window_shift": f"{TITLE} window shift", "note": f"{TITLE} note", "error": f"{TITLE} error"}
+
+
+def read_args(p, args) -> dict:
+    """The settings of this run: positional args or one dict, then XYZ overrides. Raises ValueError.
+
+    T1/T2 come out as a number or None (Auto); "auto_timing" is only the UI's switch for both. Bad values
+    of a run that is plainly off are ignored (a disabled run stays untouched); unknown dict keys never are,
+    so that a misspelt "enable" is reported instead of silently doing nothing.
+    """
+    problems = {}
+    if args and isinstance(args[0], dict):
+        supplied = dict(args[0])
+        unknown = sorted(set(supplied) - set(DICT_KEYS))
+        if unknown:
+            problems[None] = f"unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(DICT_KEYS)}"
+        values = _parsed(dict(DEFAULTS, auto_timing=False, t1=None, t2=None),
+                         {k: v for k, v in supplied.items() if k in DICT_KEYS}, problems)
+    else:
+        values = _parsed(dict(DEFAULTS), dict(zip([o.name for o in OPTIONS], args)), problems)
+    values = normalize(values)
+    overrides = {o.name: getattr(p, f"hidiffusion_{o.name}") for o in OPTIONS if hasattr(p, f"hidiffusion_{o.name}")}
+    values = _parsed(values, overrides, problems)
+    if problems and (values["enable"] or None in problems or "enable" in problems):
+        raise ValueError("; ".join(f"{name}: {text}" if name else text for name, text in problems.items()))
+    return values
+
+
+def _parsed(values, supplied, problems):
+    for name, value in supplied.items():
+        try:
+            values[name] = next(o for o in OPTIONS if o.name == name).parse(value)
+        except ValueError as e:
+            problems[name] = str(e)
+    return values
+
+
+def normalize(values):
+    """Fold the UI's "Auto T1/T2" switch into T1/T2 = None."""
+    if values["auto_timing"]:
+        values = dict(values, t1=None, t2=None)
+    return dict(values, auto_timing=False)
+
+
+def engine_settings(values: dict) -> hidiffusion.Settings:
+    settings = hidiffusion.Settings(
+        raunet=values["raunet"], window_attention=values["window_attention"], preset=PRESETS[values["preset"]],
+        t1=values["t1"], t2=values["t2"],
+        aggressive=AGGRESSIVE[values["aggressive"]], rau_upsample=values["rau_upsample"],
+        window_shift=values["window_shift"])
+    settings.validate()
+    return settings
+
+
+# --- one generation: a Job on `p`, one Pass per sampling pass ------------------------------------------
+
+def current_unet(p):
+    model = shared.sd_model if shared.sd_model is not None else p.sd_model   # the refiner swaps shared.sd_model
+    return model.model.diffusion_model
+
+
+def executed_step(params):
+    """(0-based executed step, executed steps) of this pass; second-order samplers call twice per step."""
+    denoiser = params.denoiser
+    calls, expected, steps = (getattr(denoiser, n, None) for n in ("step", "total_steps", "steps"))
+    if all(isinstance(v, int) for v in (calls, expected, steps)) and 0 < steps <= expected:
+        step, total = calls * steps // expected, steps
+    else:   # the webui's shared state lags one step behind; use it only when the denoiser has no counter
+        step, total = params.sampling_step, max(params.total_sampling_steps, 1)
+    return min(step, total - 1), total
+
+
+def pixel_size(latent):
+    return latent.shape[-1] * LATENT_SCALE, latent.shape[-2] * LATENT_SCALE
+
+
+class Pass:
+    def __init__(self, kind, denoiser, width, height):
+        self.kind, self.denoiser, self.width, self.height = kind, denoiser, width, height
+        self.unet = None            # weakref to the UNet this pass saw last
+        self.patch = None
+        self.finished = False
+
+
+class Job:
+    def __init__(self, p, values, settings):
+        self.values, self.settings = values, settings
+        self.current: Optional[Pass] = None
+        self.notes = {}
+        self.printed = set()
+        self.p = weakref.ref(p)
+
+    def end_pass(self):
+        if self.current is not None and self.current.patch is not None:
+            self.current.patch.remove()
+            self.current.patch = None
+        self.current = None
+
+    def denoise(self, p, params):
+        kind = "hires pass" if getattr(p, "is_hr_pass", False) else "first pass"
+        if self.current is None or self.current.kind != kind or self.current.denoiser is not params.denoiser:
+            self.end_pass()
+            self.current = Pass(kind, params.denoiser, *pixel_size(params.x))
+        run = self.current
+        if run.finished:
+            return
+        unet = current_unet(p)
+        if run.unet is None or run.unet() is not unet:       # first call of the pass, or the refiner swapped
+            if run.patch is not None:
+                run.patch.remove()
+            run.unet = weakref.ref(unet)
+            run.patch = self.attach(p, run, unet)
+            if run.patch is None:
+                run.finished = True
+                return
+        step, total = executed_step(params)
+        phase = run.patch.set_step(step, total)
+        if not (phase.rad or phase.ca or self.settings.window_attention):   # RAU-Net is over for this pass
+            run.patch.remove()
+            run.patch, run.finished = None, True
+
+    def attach(self, p, run, unet):
+        """Resolve and apply for this pass and UNet, or return None and say why not."""
+        wanted = self.values["passes"]
+        if wanted != "Both" and wanted.lower() != run.kind:
+            return self.skip(run, f"not applied: set to {wanted.lower()} only")
+        try:
+            architecture = hidiffusion.detect(unet)
+            settings = self.settings
+            if settings.raunet and getattr(unet, "_original_forward", None) is not None:   # sd-webui-controlnet
+                if architecture.inpainting:
+                    # ControlNet adds its residuals to a 9-channel UNet's skips before resizing them, which
+                    # raises with RAU-Net's smaller features. MSW-MSA keeps every shape.
+                    settings = dataclasses.replace(settings, raunet=False)
+                    self.note(run, "RAU-Net off: ControlNet with an inpainting model")
+                    if not settings.window_attention:
+                        return self.skip(run, "not applied: RAU-Net off for ControlNet with an inpainting model")
+                else:
+                    self.note(run, "ControlNet resizes its residuals to RAU-Net's smaller features")
+            plan = hidiffusion.resolve(architecture, settings, run.width, run.height)
+        except ValueError as e:    # UnsupportedModel, or a preset that does not fit this UNet
+            return self.skip(run, f"not applied: {e}")
+        if self.values["native_guard"] and max(run.width, run.height) <= plan.native_resolution:
+            return self.skip(run, f"not applied: {run.width}x{run.height} is not above the native "
+                                  f"{plan.native_resolution} px")
+        patch = hidiffusion.apply(unet, plan, seed=image_seed(p))
+        self.write_plan(p, plan)
+        self.say(f"{run.kind} {run.width}x{run.height}: {plan.describe()}")
+        return patch
+
+    def skip(self, run, reason):
+        self.note(run, reason)
+        self.say(f"{run.kind} {run.width}x{run.height}: {reason}")
+        return None
+
+    def note(self, run, text):
+        self.notes[f"{run.kind} {run.width}x{run.height}: {text}"] = None
+        p = self.p()
+        if p is not None:
+            p.extra_generation_params[KEY["note"]] = "; ".join(self.notes)
+
+    def say(self, line):
+        if line not in self.printed:   # once per job, not once per batch
+            self.printed.add(line)
+            print(f"{TITLE}: {line}")
+
+    def write_plan(self, p, plan):
+        params = p.extra_generation_params
+        params[KEY["preset"]] = preset_label(plan.preset)
+        if plan.settings.raunet:
+            params[KEY["t1"]], params[KEY["t2"]], params[KEY["aggressive"]] = plan.t1, plan.t2, plan.aggressive
+        else:
+            for name in ("t1", "t2", "aggressive"):
+                params.pop(KEY[name], None)
+
+
+def preset_label(preset):
+    return next(label for label, key in PRESETS.items() if key == preset)
+
+
+def image_seed(p):
+    for seeds in (getattr(p, "seeds", None), getattr(p, "all_seeds", None)):
+        if seeds:
+            return int(seeds[0])
+    return int(getattr(p, "seed", 0))
+
+
+def write_request(p, values):
+    """The infotext of the choices; the resolved preset/T1/T2/aggressive are added when a pass applies."""
+    params = p.extra_generation_params
+    parts = [name for name, on in (("RAU-Net", values["raunet"]), ("MSW-MSA", values["window_attention"])) if on]
+    params[KEY["parts"]] = "+".join(parts)
+    auto = [name for name, is_auto in (("preset", values["preset"] == "Auto"),
+                                       ("T1", values["t1"] is None), ("T2", values["t2"] is None),
+                                       ("aggressive", values["aggressive"] == "Auto")) if is_auto]
+    if auto:
+        params[KEY["auto"]] = " ".join(auto)
+    params[KEY["passes"]] = values["passes"]
+    if values["preset"] != "Auto":         # explicit choices, also when no pass applies (write_plan refines)
+        params[KEY["preset"]] = values["preset"]
+    if values["raunet"]:
+        for name in ("t1", "t2"):
+            if values[name] is not None:
+                params[KEY[name]] = values[name]
+        if values["aggressive"] != "Auto":
+            params[KEY["aggressive"]] = AGGRESSIVE[values["aggressive"]]
+    for name in ("native_guard", "rau_upsample", "window_shift"):
+        if values[name] != DEFAULTS[name]:
+            params[KEY[name]] = values[name]
+
+
+def clear_infotext(p):
+    """XYZ cells share one extra_generation_params: start every run without our keys."""
+    for key in KEY.values():
+        p.extra_generation_params.pop(key, None)
+
+
+def fail(p, message):
+    print(f"{TITLE}: {message}; generating without HiDiffusion")
+    p.extra_generation_params[KEY["error"]] = message
+
+
+def restore_all():
+    hidiffusion.remove_all()
+
+
+# --- what "Auto" resolves to, for the UI ----------------------------------------------------------------
+
+def hires_size(width, height, scale, resize_x, resize_y):
+    if resize_x and resize_y:
+        return int(resize_x), int(resize_y)
+    if resize_x:
+        return int(resize_x), int(height * resize_x / width)
+    if resize_y:
+        return int(width * resize_y / height), int(resize_y)
+    return int(width * scale), int(height * scale)
+
+
+def describe_auto(values, sizes):
+    """One HTML line: the resolved preset, T1, T2 and aggressive for each pass of the current size."""
+    model = shared.sd_model
+    if model is None or not hasattr(getattr(model, "model", None), "diffusion_model"):
+        return "Auto values appear once a model is loaded."
+    try:
+        architecture = hidiffusion.detect(model.model.diffusion_model)
+        settings = engine_settings(normalize(values))
+    except ValueError as e:     # UnsupportedModel is a ValueError
+        return f"Not available: {e}"
+    lines = []
+    for kind, (width, height) in sizes:
+        width, height = (max(LATENT_SCALE, int(v) // LATENT_SCALE * LATENT_SCALE) for v in (width, height))
+        try:
+            plan = hidiffusion.resolve(architecture, settings, width, height)
+        except ValueError as e:
+            lines.append(f"{kind} {width}x{height}: {e}")
+            continue
+        if values["passes"] != "Both" and values["passes"].lower() != kind:
+            lines.append(f"{kind} {width}x{height}: not applied")
+        elif values["native_guard"] and max(width, height) <= plan.native_resolution:
+            lines.append(f"{kind} {width}x{height}: not applied (not above native {plan.native_resolution} px)")
+        else:
+            timing = f"T1 {plan.t1:g}, T2 {plan.t2:g}" + (", aggressive" if plan.aggressive else "")
+            parts = [timing] if settings.raunet else []
+            parts += ["MSW-MSA"] if settings.window_attention else []
+            summary = " · ".join([preset_label(plan.preset)] + parts)
+            lines.append(f"{kind} {width}x{height}: {summary}")
+    return f"<span title='loaded model: {architecture}'>" + "<br>".join(lines) + "</span>"
+
+
+class HiDiffusionScript(scripts.Script):
+    # elem_ids of the webui's own size controls, captured in after_component for the Auto display
+    SIZE_IDS = {"txt2img": ("txt2img_width", "txt2img_height", "txt2img_hr-checkbox", "txt2img_hr_scale",
+                            "txt2img_hr_resize_x", "txt2img_hr_resize_y"),
+                "img2img": ("img2img_width", "img2img_height")}
+
+    section = "accordions"   # beside Hires. fix and Refiner
+
+    def __init__(self):
+        super().__init__()
+        self.size_components = {}
+
+    def title(self):
+        return TITLE
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def after_component(self, component, **kwargs):
+        elem_id = kwargs.get("elem_id")
+        if elem_id in self.SIZE_IDS["img2img" if self.is_img2img else "txt2img"]:
+            self.size_components[elem_id] = component
+
+    def ui(self, is_img2img):
+        c = {}
+        with InputAccordion(False, label=TITLE, elem_id=self.elem_id("enable")) as c["enable"]:
+            auto_info = gr.HTML(value=f"{OPTIONS[0].tooltip} Auto: the preset from the loaded UNet, T1/T2 "
+                                      "from the official table for the image size.", elem_id=self.elem_id("auto_info"))
+            auto_info.do_not_save_to_config = True
+            with gr.Row():
+                for name in ("raunet", "window_attention"):
+                    c[name] = self.control(name, gr.Checkbox)
+                c["preset"] = self.control("preset", gr.Dropdown, choices=list(PRESETS))
+            with gr.Row():
+                c["auto_timing"] = self.control("auto_timing", gr.Checkbox)
+                for name in ("t1", "t2"):
+                    c[name] = self.control(name, gr.Slider, minimum=0.0, maximum=1.0, step=0.05)
+                c["aggressive"] = self.control("aggressive", gr.Radio, choices=list(AGGRESSIVE))
+            with gr.Row():
+                c["passes"] = self.control("passes", gr.Radio, choices=list(PASSES))
+                c["native_guard"] = self.control("native_guard", gr.Checkbox)
+            with gr.Accordion("Advanced", open=False, elem_id=self.elem_id("advanced")):
+                with gr.Row():
+                    c["rau_upsample"] = self.control("rau_upsample", gr.Dropdown,
+                                                      choices=list(hidiffusion.RAU_UPSAMPLE_MODES))
+                    c["window_shift"] = self.control("window_shift", gr.Dropdown,
+                                                      choices=list(hidiffusion.WINDOW_SHIFT_MODES))
+        controls = [c[o.name] for o in OPTIONS]
+
+        sizes = [self.size_components.get(i) for i in self.SIZE_IDS["img2img" if is_img2img else "txt2img"]]
+        if all(s is not None for s in sizes):
+            inputs = sizes + controls
+            for component in inputs:
+                component.change(fn=functools.partial(self.auto_text, is_img2img), inputs=inputs,
+                                 outputs=[auto_info], show_progress=False)
+
+        key = lambda name, d, default: d.get(KEY[name], default)           # noqa: E731
+        marker = lambda d: d.get(KEY["auto"], "").split()                   # noqa: E731
+        parts = lambda d: d.get(KEY["parts"], "RAU-Net+MSW-MSA").split("+")  # noqa: E731
+        self.infotext_fields = [
+            (c["enable"], lambda d: KEY["parts"] in d),
+            (c["raunet"], lambda d: "RAU-Net" in parts(d)),
+            (c["window_attention"], lambda d: "MSW-MSA" in parts(d)),
+            (c["preset"], lambda d: "Auto" if "preset" in marker(d) else key("preset", d, "Auto")),
+            (c["auto_timing"], lambda d: KEY["t1"] not in d or "T1" in marker(d)),
+            (c["t1"], lambda d: float(key("t1", d, DEFAULTS["t1"]))),
+            (c["t2"], lambda d: float(key("t2", d, DEFAULTS["t2"]))),
+            (c["aggressive"], lambda d: "Auto" if KEY["aggressive"] not in d or "aggressive" in marker(d)
+             else ("On" if d[KEY["aggressive"]] == "True" else "Off")),
+            (c["passes"], lambda d: key("passes", d, DEFAULTS["passes"])),
+            (c["native_guard"], lambda d: key("native_guard", d, "True") != "False"),
+            (c["rau_upsample"], lambda d: key("rau_upsample", d, DEFAULTS["rau_upsample"])),
+            (c["window_shift"], lambda d: key("window_shift", d, DEFAULTS["window_shift"])),
+        ]
+        self.paste_field_names = [k for name, k in KEY.items() if name not in ("note", "error")]
+        return controls
+
+    def control(self, name, component, **kwargs):
+        option = next(o for o in OPTIONS if o.name == name)
+        return component(value=option.default, label=option.label, tooltip=option.tooltip,
+                         elem_id=self.elem_id(name), **kwargs)
+
+    @staticmethod
+    def auto_text(is_img2img, *values):
+        """The Auto display from the webui's width/height (and hires) controls plus ours."""
+        count = len(HiDiffusionScript.SIZE_IDS["img2img" if is_img2img else "txt2img"])
+        size, ours = values[:count], dict(zip([o.name for o in OPTIONS], values[count:]))
+        passes = [("first pass", (size[0], size[1]))]
+        if not is_img2img and size[2]:
+            passes.append(("hires pass", hires_size(*size[:2], *size[3:])))
+        return describe_auto(ours, passes)
+
+    # --- processing hooks, in the webui's call order ---
+
+    def before_process(self, p, *args):
+        restore_all()     # heals a run that died before postprocess
+
+    def process(self, p, *args):
+        clear_infotext(p)
+        setattr(p, JOB, None)
+        try:
+            values = read_args(p, args)
+            if not values["enable"]:
+                return
+            settings = engine_settings(values)
+        except ValueError as e:
+            return fail(p, f"invalid settings: {e}")
+        if hasattr(p.sd_model, "forge_objects"):
+            return fail(p, "WebUI Forge is not supported yet (this extension patches the A1111 ldm/sgm UNet)")
+        if not (settings.raunet or settings.window_attention):
+            return fail(p, "RAU-Net and MSW-MSA are both off")
+        write_request(p, values)
+        setattr(p, JOB, Job(p, values, settings))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        self._end_pass(p)
+
+    def before_hr(self, p, *args):
+        self._end_pass(p)
+
+    def post_sample(self, p, ps, *args):
+        self._end_pass(p)
+
+    def postprocess(self, p, processed, *args):
+        self._end_pass(p)
+        setattr(p, JOB, None)
+        restore_all()
+
+    @staticmethod
+    def _end_pass(p):
+        job = getattr(p, JOB, None)
+        if job is not None:
+            job.end_pass()
+
+
+def on_cfg_denoiser(params):
+    p = getattr(params.denoiser, "p", None)
+    job = getattr(p, JOB, None)
+    if job is None:
+        return
+    try:
+        job.denoise(p, params)
+    except Exception as e:    # never break sampling: restore the UNet and go on without HiDiffusion
+        job.end_pass()
+        setattr(p, JOB, None)
+        restore_all()
+        fail(p, f"{type(e).__name__}: {e}")
+
+
+# --- XYZ grid --------------------------------------------------------------------------------------------
+
+XYZ_AXES = (("enable", None), ("raunet", "RAU-Net"), ("window_attention", "MSW-MSA"), ("preset", "preset"),
+            ("t1", "T1"), ("t2", "T2"), ("aggressive", "aggressive"), ("passes", "passes"))
+
+
+def add_axis_options():
+    """Add our axes to the XYZ grid (at import and again in on_before_ui, without duplicates)."""
+    xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
+    if xyz is None:
+        return
+    existing = {axis.label for axis in xyz.axis_options}
+    for name, suffix in XYZ_AXES:
+        label = TITLE if suffix is None else f"{TITLE} {suffix}"
+        if label in existing:
+            continue
+        option = next(o for o in OPTIONS if o.name == name)
+        choices = {"enable": xyz.boolean_choice, "raunet": xyz.boolean_choice,
+                   "window_attention": xyz.boolean_choice, "preset": lambda: list(PRESETS),
+                   "aggressive": lambda: list(AGGRESSIVE), "passes": lambda: list(PASSES)}.get(name)
+        xyz.axis_options.append(xyz.AxisOption(
+            label, float if name in ("t1", "t2") else str, _xyz_apply(name),
+            confirm=_xyz_confirm(option, label), choices=choices))
+
+
+def _xyz_apply(name):
+    def apply(p, x, xs):
+        setattr(p, f"hidiffusion_{name}", x)
+    return apply
+
+
+def _xyz_confirm(option, label):
+    def confirm(p, xs):
+        for x in xs:
+            try:
+                option.parse(x)
+            except ValueError as e:
+                raise RuntimeError(f"{label}: {e}") from None
+    return confirm
+
+
+add_axis_options()
+script_callbacks.on_before_ui(add_axis_options)
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_script_unloaded(restore_all)
