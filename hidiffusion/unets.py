@@ -53,14 +53,58 @@ def _sgm_openaimodel():
         return module
 
 
-def build_unet(model: str, tiny: bool = False, seed: int = 0, **overrides) -> torch.nn.Module:
-    """An eval-mode UNetModel of `model` ("sd15", "sd21", "sdxl") with random non-zero weights."""
+def build_unet(model: str, tiny: bool = False, seed: int = 0, device=None, **overrides) -> torch.nn.Module:
+    """An eval-mode UNetModel of `model` ("sd15", "sd21", "sdxl") with random non-zero weights.
+
+    On `device="meta"` the weights stay unallocated (for counting FLOPs or loading weights in place).
+    """
     config = unet_config(model, tiny, **overrides)
     if model == "sdxl":
-        unet = _sgm_openaimodel().UNetModel(**config)
+        unet_class = _sgm_openaimodel().UNetModel
     else:
-        unet = importlib.import_module("ldm.modules.diffusionmodules.openaimodel").UNetModel(**config)
-    return randomize(unet.eval(), seed)
+        unet_class = importlib.import_module("ldm.modules.diffusionmodules.openaimodel").UNetModel
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        unet = unet_class(**config).eval()
+    return unet if str(device) == "meta" else randomize(unet, seed)
+
+
+CHECKPOINT_PREFIX = "model.diffusion_model."
+
+
+def checkpoint_config(path: str) -> tuple:
+    """(model, overrides) of the UNet in a single-file .safetensors checkpoint (ldm/sgm key layout),
+    read from the tensor shapes in its header: SDXL has `label_emb`, SD2.x linear `proj_in` layers."""
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as checkpoint:
+        def shape(key):
+            key = CHECKPOINT_PREFIX + key
+            return checkpoint.get_slice(key).get_shape() if key in keys else None
+        keys = set(checkpoint.keys())
+        if shape("input_blocks.0.0.weight") is None:
+            raise ValueError(f"{path} holds no UNet under '{CHECKPOINT_PREFIX}' (ldm/sgm single-file layout)")
+        if shape("label_emb.0.0.weight") is not None:
+            model = "sdxl"
+        else:
+            model = "sd21" if len(shape("input_blocks.1.1.proj_in.weight") or ()) == 2 else "sd15"
+        channels, in_channels = shape("input_blocks.0.0.weight")[:2]
+        transformer = "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
+        overrides = dict(in_channels=in_channels, model_channels=channels, context_dim=shape(transformer)[1])
+        if channels != CONFIGS[model]["model_channels"]:     # a tiny twin saved as a checkpoint
+            overrides = {**TINY[model], **overrides}
+        if model == "sdxl":
+            overrides["adm_in_channels"] = shape("label_emb.0.0.weight")[1]
+    return model, overrides
+
+
+def load_unet(path: str) -> tuple:
+    """(model, UNetModel) with the UNet weights of a single-file .safetensors checkpoint, on the CPU."""
+    from safetensors.torch import load_file
+    model, overrides = checkpoint_config(path)
+    unet = build_unet(model, device="meta", **overrides)
+    state = {key[len(CHECKPOINT_PREFIX):]: value for key, value in load_file(path).items()
+             if key.startswith(CHECKPOINT_PREFIX)}
+    unet.load_state_dict(state, strict=True, assign=True)
+    return model, unet.float()
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -1,0 +1,22 @@
+"""`python -m hidiffusion bench ...`: see `python -m hidiffusion bench --help`."""
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hidiffusion",
+                                     description="HiDiffusion for ldm/sgm UNets: tools that need no webui.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    from . import bench
+    bench_parser = commands.add_parser(
+        "bench", help="measure speed and memory of HiDiffusion against vanilla, the official code and Hires. fix",
+        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(bench_parser)
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        bench.main(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
