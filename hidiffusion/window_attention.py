@@ -10,14 +10,27 @@ the token count is not the grid's (ToMe merged tokens), or when a grid side is o
 code resamples odd grids bicubically, which its own warning says costs quality; global attention
 costs only speed.
 """
+import functools
 import random
 
+import torch
 from einops import rearrange
 from torch import nn
 
 from .schedule import Plan
 
 SHIFTS = 4     # a shift of k quarter-windows, k in 0..3, on both axes
+
+
+@functools.lru_cache(maxsize=64)
+def window_order(h: int, w: int, shift: int, device: torch.device):
+    """Token indices that roll an h x w grid by `shift` quarter-windows and list it window by window
+    (top-left, top-right, bottom-left, bottom-right), and the inverse. One gather each way replaces a
+    roll and a permute copy each way."""
+    rows, cols = shift * (h // 2 // SHIFTS), shift * (w // 2 // SHIFTS)
+    grid = torch.arange(h * w, device=device).view(h, w).roll((-rows, -cols), dims=(0, 1))
+    order = rearrange(grid, "(nh h) (nw w) -> (nh nw h w)", nh=2, nw=2)
+    return order, torch.argsort(order)
 
 
 class WindowBlock:
@@ -27,7 +40,7 @@ class WindowBlock:
         self.name = name
         self.owner = window_attention
         self.grid = None
-        self.pending = {}       # attn1 -> (h, w, shift) between its pre- and post-hook
+        self.pending = {}       # attn1 -> the inverse token order, between its pre- and post-hook
         self.hooks = [transformer.register_forward_pre_hook(self._record_grid)]
         for block in transformer.transformer_blocks:
             self.hooks.append(block.attn1.register_forward_pre_hook(self._split, with_kwargs=True))
@@ -43,23 +56,16 @@ class WindowBlock:
         h, w = self.grid
         if not self.owner.enabled or context is not None or x.shape[1] != h * w or h % 2 or w % 2:
             return None
-        shift = self.owner.shifts[self.name]
-        rows, cols = shift * (h // 2 // SHIFTS), shift * (w // 2 // SHIFTS)
-        grid = rearrange(x, "b (h w) c -> b h w c", h=h)
-        if rows or cols:
-            grid = grid.roll((-rows, -cols), dims=(1, 2))
-        windows = rearrange(grid, "b (nh h) (nw w) c -> (b nh nw) (h w) c", nh=2, nw=2)
-        self.pending[attn] = (h, w, rows, cols)
-        return (windows,) + tuple(args[1:]), kwargs
+        order, inverse = window_order(h, w, self.owner.shifts[self.name], x.device)
+        self.pending[attn] = inverse
+        windows = x.index_select(1, order)
+        return (windows.view(x.shape[0] * 4, -1, x.shape[2]),) + tuple(args[1:]), kwargs
 
     def _merge(self, attn, args, output):
-        if attn not in self.pending:
+        inverse = self.pending.pop(attn, None)
+        if inverse is None:
             return None
-        h, w, rows, cols = self.pending.pop(attn)
-        grid = rearrange(output, "(b nh nw) (h w) c -> b (nh h) (nw w) c", nh=2, nw=2, h=h // 2)
-        if rows or cols:
-            grid = grid.roll((rows, cols), dims=(1, 2))
-        return rearrange(grid, "b h w c -> b (h w) c")
+        return output.reshape(-1, len(inverse), output.shape[-1]).index_select(1, inverse)
 
     def remove(self):
         for hook in self.hooks:
