@@ -329,10 +329,6 @@ def fail(p, message):
     p.extra_generation_params[KEY["error"]] = message
 
 
-def restore_all():
-    hidiffusion.remove_all()
-
-
 # --- what "Auto" resolves to, for the UI ----------------------------------------------------------------
 
 def hires_size(width, height, scale, resize_x, resize_y):
@@ -471,7 +467,7 @@ class HiDiffusionScript(scripts.Script):
     # --- processing hooks, in the webui's call order ---
 
     def before_process(self, p, *args):
-        restore_all()     # heals a run that died before postprocess
+        hidiffusion.remove_all()     # heals a run that died before postprocess
 
     def process(self, p, *args):
         clear_infotext(p)
@@ -502,7 +498,7 @@ class HiDiffusionScript(scripts.Script):
     def postprocess(self, p, processed, *args):
         self._end_pass(p)
         setattr(p, JOB, None)
-        restore_all()
+        hidiffusion.remove_all()
 
     @staticmethod
     def _end_pass(p):
@@ -521,7 +517,7 @@ def on_cfg_denoiser(params):
     except Exception as e:    # never break sampling: restore the UNet and go on without HiDiffusion
         job.end_pass()
         setattr(p, JOB, None)
-        restore_all()
+        hidiffusion.remove_all()
         fail(p, f"{type(e).__name__}: {e}")
 
 
@@ -569,4 +565,4 @@ def _xyz_confirm(option, label):
 add_axis_options()
 script_callbacks.on_before_ui(add_axis_options)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
-script_callbacks.on_script_unloaded(restore_all)
+script_callbacks.on_script_unloaded(hidiffusion.remove_all)
