@@ -22,7 +22,6 @@ class Patch:
     def __init__(self, unet: nn.Module, plan: Plan, seed: int = 0):
         self._unet = weakref.ref(unet)      # the registry must not keep a dropped model alive
         self.plan = plan
-        self.phase = Phase(rad=False, ca=False)
         self.raunet = RAUNet(unet, plan)
         self.window_attention = WindowAttention(unet, plan, seed) if plan.settings.window_attention else None
 
@@ -32,11 +31,16 @@ class Patch:
         Call it before the UNet calls of each step; the UNet may run several times per step.
         `shift` forces the MSW-MSA shift (0..3 quarter windows) of every block, for tests.
         """
-        self.phase = self.plan.phase(step, total)
-        self.raunet.set_phase(self.phase)
+        phase = self.plan.phase(step, total)
+        self.raunet.set_phase(phase)
         if self.window_attention is not None:
             self.window_attention.set_step(step, shift)
-        return self.phase
+        return phase
+
+    @property
+    def phase(self) -> Phase:
+        """What the last `set_step` switched on."""
+        return self.raunet.phase
 
     def remove(self) -> None:
         """Restore the UNet exactly; safe to call twice."""
