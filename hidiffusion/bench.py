@@ -353,26 +353,8 @@ def official_unavailable() -> Optional[str]:
 # The parent: schedule jobs, aggregate, report
 
 def _progress_bar(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, unit="call", desc="UNet calls", disable=not enabled, file=sys.stderr)
-    except ImportError:
-        class Plain:
-            def __init__(self):
-                self.n = 0
-
-            def update(self, k=1):
-                self.n += k
-                if enabled:
-                    print(f"\rUNet calls {self.n}/{total}", end="", file=sys.stderr, flush=True)
-
-            def set_postfix_str(self, text):
-                pass
-
-            def close(self):
-                if enabled:
-                    print(file=sys.stderr)
-        return Plain()
+    from tqdm import tqdm
+    return tqdm(total=total, unit="call", desc="UNet calls", disable=not enabled, file=sys.stderr)
 
 
 def _spawn(config: Config, variant: str, bar) -> dict:
@@ -612,8 +594,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="CPU threads per run (default: torch's choice, usually one per core)")
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="FILE", help="write the full report as JSON")
-    output.add_argument("--plot", metavar="FILE.png", help="bar chart of UNet time per variant and phase "
-                                                           "(needs matplotlib)")
+    output.add_argument("--plot", metavar="FILE.png", help="bar chart of UNet time per variant and phase")
     output.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
