@@ -40,8 +40,6 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name.upper()} must be between 0 and 1; got {value}")
-        if self.t1 is not None and self.t2 is not None and self.t2 > self.t1:
-            raise ValueError(f"T2 ({self.t2}) must not exceed T1 ({self.t1})")
         if self.rau_upsample not in RAU_UPSAMPLE_MODES:
             raise ValueError(f"RAU upsampling must be one of {', '.join(RAU_UPSAMPLE_MODES)}; "
                              f"got {self.rau_upsample!r}")
@@ -137,8 +135,8 @@ def resolve(architecture: Architecture, settings: Settings, width: int, height: 
 
     t1 = row.t1 if settings.t1 is None else settings.t1
     t2 = row.t2 if settings.t2 is None else settings.t2
-    if t2 > t1:
-        notes.append(f"T2 lowered from {t2:g} to T1")
+    if t2 > t1:         # every official row has T2 <= T1: the second switch runs inside the first's span
+        notes.append(f"T2 lowered from {t2:g} to T1 {t1:g}")
         t2 = t1
     has_rad = preset.rad_threshold is not None
     return Plan(

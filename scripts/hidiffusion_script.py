@@ -5,6 +5,7 @@ hires pass, img2img) the pass's size and the UNet loaded at that moment give a P
 at the pass's first denoiser call, driven on every call, and removed when the pass ends or no longer needs
 it. Stale patches (an exception skips `postprocess`) are healed at the next run and on script unload.
 """
+import copy
 import dataclasses
 import functools
 import weakref
@@ -126,6 +127,8 @@ def read_args(p, args) -> dict:
         values = _parsed(dict(DEFAULTS, auto_timing=False, t1=None, t2=None),
                          {k: v for k, v in supplied.items() if k in DICT_KEYS}, problems)
     else:
+        if len(args) > len(OPTIONS) and args[len(OPTIONS)] not in ("", None):
+            problems[None] = f"too many positional args: {TITLE} takes {len(OPTIONS)}, in the README's order"
         values = _parsed(dict(DEFAULTS), dict(zip([o.name for o in OPTIONS], args)), problems)
     values = normalize(values)
     overrides = {o.name: getattr(p, f"hidiffusion_{o.name}") for o in OPTIONS if hasattr(p, f"hidiffusion_{o.name}")}
@@ -168,15 +171,30 @@ def current_unet(p):
     return model.model.diffusion_model
 
 
-def executed_step(params):
-    """(0-based executed step, executed steps) of this pass; second-order samplers call twice per step."""
-    denoiser = params.denoiser
-    calls, expected, steps = (getattr(denoiser, n, None) for n in ("step", "total_steps", "steps"))
-    if all(isinstance(v, int) for v in (calls, expected, steps)) and 0 < steps <= expected:
-        step, total = calls * steps // expected, steps
-    else:   # the webui's shared state lags one step behind; use it only when the denoiser has no counter
-        step, total = params.sampling_step, max(params.total_sampling_steps, 1)
-    return min(step, total - 1), total
+def noise_levels(p, denoiser):
+    """The noise level at each step of the pass being sampled, highest first: sigmas for k-diffusion
+    samplers, timesteps for DDIM/PLMS/UniPC. Taken from the sampler's own schedule functions with the
+    arguments the webui passes them, so every sampler, scheduler and img2img strength is covered;
+    None for a sampler that has neither."""
+    from modules import processing, sd_samplers_common
+    sampler = getattr(denoiser, "sampler", None)
+    hires = getattr(p, "is_hr_pass", False)
+    steps = (p.hr_second_pass_steps or p.steps) if hires else p.steps
+    img2img = hires or isinstance(p, processing.StableDiffusionProcessingImg2Img)
+    if img2img:
+        steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps if hires else None)
+    if hasattr(sampler, "get_sigmas"):          # one model call per sigma, except the final 0
+        sigmas = sampler.get_sigmas(p, steps)
+        return (sigmas[steps - t_enc - 1:] if img2img else sigmas)[:-1].tolist()
+    if hasattr(sampler, "get_timesteps"):       # the loop runs from the last timestep down to the second
+        timesteps = sampler.get_timesteps(p, steps)
+        return (timesteps[:t_enc] if img2img else timesteps)[1:].flip(0).tolist()
+    return None
+
+
+def snapped_size(width, height):
+    """The size the webui samples for a requested width and height (its latent is a size // 8)."""
+    return tuple(max(LATENT_SCALE, int(v) // LATENT_SCALE * LATENT_SCALE) for v in (width, height))
 
 
 def pixel_size(latent):
@@ -184,11 +202,28 @@ def pixel_size(latent):
 
 
 class Pass:
-    def __init__(self, kind, denoiser, width, height):
+    """One sampling pass (first pass, hires pass, img2img) and how far its sampler has come."""
+
+    def __init__(self, kind, denoiser, width, height, levels):
         self.kind, self.denoiser, self.width, self.height = kind, denoiser, width, height
+        self.levels = levels        # noise level of each step, highest first (None: count calls instead)
+        self.step = 0               # the furthest step reached: Restart and PLMS revisit higher noise
         self.unet = None            # weakref to the UNet this pass saw last
         self.patch = None
         self.finished = False
+
+    def advance(self, params):
+        """(step, steps) of this denoiser call. A call at noise level s belongs to the last step whose
+        level is >= s: one-call-per-step samplers get their loop index, and every sampler (second order,
+        Restart, DPM adaptive) switches at the same noise level, `step < int(steps * T1)` as officially."""
+        if self.levels:
+            level = float(params.sigma.flatten()[0]) * (1 - 1e-5)      # float32 round-off of the same value
+            step, total = sum(1 for x in self.levels if x >= level) - 1, len(self.levels)
+        else:
+            denoiser = params.denoiser
+            step, total = denoiser.step * denoiser.steps // max(denoiser.total_steps, 1), denoiser.steps
+        self.step = min(max(self.step, step), total - 1)
+        return self.step, total
 
 
 class Job:
@@ -209,7 +244,7 @@ class Job:
         kind = "hires pass" if getattr(p, "is_hr_pass", False) else "first pass"
         if self.current is None or self.current.kind != kind or self.current.denoiser is not params.denoiser:
             self.end_pass()
-            self.current = Pass(kind, params.denoiser, *pixel_size(params.x))
+            self.current = Pass(kind, params.denoiser, *pixel_size(params.x), noise_levels(p, params.denoiser))
         run = self.current
         if run.finished:
             return
@@ -222,8 +257,7 @@ class Job:
             if run.patch is None:
                 run.finished = True
                 return
-        step, total = executed_step(params)
-        phase = run.patch.set_step(step, total)
+        phase = run.patch.set_step(*run.advance(params))
         if not (phase.rad or phase.ca or self.settings.window_attention):   # RAU-Net is over for this pass
             run.patch.remove()
             run.patch, run.finished = None, True
@@ -353,7 +387,7 @@ def describe_auto(values, sizes):
         return f"Not available: {e}"
     lines = []
     for kind, (width, height) in sizes:
-        width, height = (max(LATENT_SCALE, int(v) // LATENT_SCALE * LATENT_SCALE) for v in (width, height))
+        width, height = snapped_size(width, height)
         try:
             plan = hidiffusion.resolve(architecture, settings, width, height)
         except ValueError as e:
@@ -419,6 +453,11 @@ class HiDiffusionScript(scripts.Script):
                                                       choices=list(hidiffusion.RAU_UPSAMPLE_MODES))
                     c["window_shift"] = self.control("window_shift", gr.Dropdown,
                                                       choices=list(hidiffusion.WINDOW_SHIFT_MODES))
+        # The webui drops positional API args beyond a script's controls without a word; this hidden last
+        # control catches the first extra one, so a request with too many args is reported.
+        overflow = gr.Textbox(value="", visible=False, label="Extra args (must stay empty)",
+                              elem_id=self.elem_id("extra_args"))
+        overflow.do_not_save_to_config = True
         controls = [c[o.name] for o in OPTIONS]
 
         sizes = [self.size_components.get(i) for i in self.SIZE_IDS["img2img" if is_img2img else "txt2img"]]
@@ -446,8 +485,14 @@ class HiDiffusionScript(scripts.Script):
             (c["rau_upsample"], lambda d: key("rau_upsample", d, DEFAULTS["rau_upsample"])),
             (c["window_shift"], lambda d: key("window_shift", d, DEFAULTS["window_shift"])),
         ]
-        self.paste_field_names = [k for name, k in KEY.items() if name not in ("note", "error")]
-        return controls
+        # "Send to img2img/inpaint" copies only fields named by a string listed in paste_field_names, while
+        # pasting an infotext must also switch HiDiffusion off when the keys are absent, which only a
+        # callable can. So each control is listed twice: under a name that no infotext contains (a paste
+        # leaves it alone), for Send to, and with its callable, for pasting.
+        send_to = [(c[o.name], f"{TITLE}/{o.name}") for o in OPTIONS]
+        self.infotext_fields = send_to + self.infotext_fields
+        self.paste_field_names = [name for _, name in send_to]
+        return controls + [overflow]
 
     def control(self, name, component, **kwargs):
         option = next(o for o in OPTIONS if o.name == name)
@@ -510,7 +555,8 @@ class HiDiffusionScript(scripts.Script):
 def on_cfg_denoiser(params):
     p = getattr(params.denoiser, "p", None)
     job = getattr(p, JOB, None)
-    if job is None:
+    if job is None:     # sampling without our job (also without scripts: training previews): heal first
+        hidiffusion.remove_all()
         return
     try:
         job.denoise(p, params)
@@ -553,12 +599,21 @@ def _xyz_apply(name):
 
 
 def _xyz_confirm(option, label):
+    """Refuse the plot before any image if a value, or a value combined with the accordion's other
+    settings, the loaded model and the size, would leave a cell without HiDiffusion."""
     def confirm(p, xs):
+        script = next(s for s in p.scripts.alwayson_scripts if s.title() == TITLE)
+        args = p.script_args[script.args_from:script.args_to]
         for x in xs:
+            cell = copy.copy(p)
+            setattr(cell, f"hidiffusion_{option.name}", x)
             try:
-                option.parse(x)
+                values = read_args(cell, args)
+                if values["enable"] and shared.sd_model is not None:
+                    architecture = hidiffusion.detect(current_unet(cell))
+                    hidiffusion.resolve(architecture, engine_settings(values), *snapped_size(p.width, p.height))
             except ValueError as e:
-                raise RuntimeError(f"{label}: {e}") from None
+                raise RuntimeError(f"{label} {x}: {e}") from None
     return confirm
 
 

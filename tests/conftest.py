@@ -6,6 +6,7 @@ from hidiffusion import remove_all
 from hidiffusion.unets import build_unet, example_inputs, sdp_attention
 
 MODELS = ("sd15", "sd21", "sdxl")
+pytest_plugins = ["webui_host.fixtures"]     # the real webui for the host tests
 
 
 @pytest.fixture(scope="session", autouse=True)

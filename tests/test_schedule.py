@@ -56,7 +56,6 @@ def test_raunet_off_means_no_phase_and_describe_says_what_runs():
 @pytest.mark.parametrize("settings, message", [
     (Settings(t1=1.5), "T1 must be between 0 and 1"),
     (Settings(t2=-0.1), "T2 must be between 0 and 1"),
-    (Settings(t1=0.3, t2=0.5), "must not exceed T1"),
     (Settings(preset="sd3"), "preset must be"),
     (Settings(rau_upsample="area"), "RAU upsampling"),
     (Settings(window_shift="spiral"), "window shift"),
@@ -75,6 +74,8 @@ def test_sizes_and_presets_that_do_not_fit_are_rejected():
 
 def test_adjustments_are_explained_in_notes():
     lowered = resolve(SD1, Settings(t1=0.2), 2048, 2048)      # the 2048 row's T2 0.3 exceeds T1 0.2
-    assert lowered.t2 == 0.2 and "T2 lowered from 0.3 to T1" in lowered.describe()
+    assert lowered.t2 == 0.2 and "T2 lowered from 0.3 to T1 0.2" in lowered.describe()
+    explicit = resolve(SD1, Settings(t1=0.3, t2=0.5), 1024, 1024)   # chosen in the UI or by an XYZ cell
+    assert (explicit.t1, explicit.t2) == (0.3, 0.3) and "T2 lowered from 0.5 to T1 0.3" in explicit.describe()
     ignored = resolve(SD1, Settings(aggressive=True), 1024, 1024)
     assert not ignored.aggressive and "aggressive ignored" in ignored.describe()

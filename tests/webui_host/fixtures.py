@@ -1,0 +1,68 @@
+"""Pytest fixtures of the real-host tests: the built webui and its servers, one of each per session.
+
+With CI=true a host that cannot be built or started fails the tests; elsewhere they are skipped with
+the reason. Every request checks the new part of the server's log for tracebacks, and so does the end
+of every test (see `Webui.check_log`); the logs stay under the artifacts folder.
+"""
+import os
+
+import pytest
+
+from .environment import HostUnavailable, host
+from .server import Webui
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the real webui is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"real webui unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def webui_host():
+    try:
+        return host()
+    except HostUnavailable as e:
+        _unavailable(str(e))
+
+
+def _server(webui_host, name, **kwargs):
+    server = Webui(webui_host, name, **kwargs)
+    try:
+        server.start()
+    except RuntimeError as e:
+        _unavailable(str(e))
+    return server
+
+
+@pytest.fixture(scope="session")
+def webui(webui_host):
+    """API-only (--nowebui), with sd-webui-hidiffusion, sd-webui-controlnet and the test probe."""
+    server = _server(webui_host, "webui-api")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def webui_ui(webui_host):
+    """UI mode (the page, and the API with --api), with the same extensions."""
+    server = _server(webui_host, "webui-ui", mode="ui")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def webui_without_extension(webui_host):
+    """The same webui with no extension installed: what "identical to no extension" compares against."""
+    server = _server(webui_host, "webui-plain", extensions=())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_tracebacks(request):
+    """A traceback a test did not announce fails it, whichever request caused it."""
+    yield
+    for name in ("webui", "webui_ui", "webui_without_extension"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).check_log()

@@ -1,0 +1,179 @@
+"""A test-only webui extension: records what the webui really ran, so the host tests compare facts.
+
+Installed by the harness beside sd-webui-hidiffusion; never shipped. It observes and changes nothing
+unless a test asks it to (a pause to interrupt at a known call, an injected failure inside the UNet):
+
+* every UNet call: the denoiser's sigma (or timestep), the timestep the UNet got, the pass, the shape of
+  every skip (input block outputs), the input shapes of every self-attention (attn1), and any place
+  where the webui's or ControlNet's `cat`/`aligned_adding` had to resize a mismatched tensor;
+* the state of every loaded model: hooks other than the probe's own, instance `forward` overrides,
+  the geometry of every Downsample conv, and a digest of the parameter names.
+
+Routes (JSON): POST /hidiffusion-probe/reset {pause_at_call, raise_at_call}, GET .../calls,
+GET .../state, GET .../paused, POST .../resume.
+"""
+import hashlib
+import os
+import sys
+import threading
+import weakref
+
+from modules import script_callbacks, sd_models, shared
+
+state = {"calls": [], "pause_at_call": None, "raise_at_call": None, "denoiser": {}}
+paused, resume = threading.Event(), threading.Event()
+probe_hooks = weakref.WeakKeyDictionary()      # module -> ids of the probe's own hook handles
+hooked_unets = weakref.WeakSet()
+
+
+def register_tiny_open_clip():
+    """The tiny OpenCLIP architecture of the test checkpoints (written by checkpoints.py)."""
+    path = os.environ.get("HIDIFFUSION_PROBE_OPEN_CLIP")
+    if path:
+        import open_clip
+        open_clip.add_model_config(path)
+
+
+def shape(tensor):
+    return list(tensor.shape)
+
+
+def keep(module, handle):
+    probe_hooks.setdefault(module, set()).add(handle.id)
+
+
+def current_call():
+    return state["calls"][-1] if state["calls"] else None
+
+
+def hook_unet(unet):
+    if unet in hooked_unets:
+        return
+    hooked_unets.add(unet)
+
+    def before(module, args, kwargs):
+        x = args[0]
+        t = args[1] if len(args) > 1 else kwargs.get("timesteps")
+        record = dict(index=len(state["calls"]), x=shape(x), t=float(t.flatten()[0]), skips=[], middle=None,
+                      attn1={}, mismatches=[], **state["denoiser"])
+        state["calls"].append(record)
+        if state["raise_at_call"] == record["index"]:
+            raise RuntimeError("hidiffusion probe: failure injected inside the UNet")
+
+    keep(unet, unet.register_forward_pre_hook(before, with_kwargs=True))
+    # A skip is read as the input of the next block: forward hooks of the block itself may run before
+    # HiDiffusion's, which can still change the output.
+    for block in list(unet.input_blocks)[1:] + [unet.middle_block]:
+        keep(block, block.register_forward_pre_hook(
+            lambda module, args: current_call()["skips"].append(shape(args[0])[-2:])))
+    keep(unet.output_blocks[0], unet.output_blocks[0].register_forward_pre_hook(
+        lambda module, args: current_call().__setitem__("middle", shape(args[0])[-2:])))
+    for side, blocks in (("in", unet.input_blocks), ("out", unet.output_blocks)):
+        for index, block in enumerate(blocks):
+            for name, module in block.named_modules():
+                if name.endswith("attn1"):
+                    key = f"{side}{index}.{name.split('.')[-2]}"
+                    keep(module, module.register_forward_hook(
+                        lambda module, args, output, key=key:
+                        current_call()["attn1"].setdefault(key, []).append(shape(args[0]))))
+
+
+def watch_resizes():
+    """Record every silent resize of the webui's and ControlNet's `cat` and ControlNet's `aligned_adding`."""
+    def mismatch(kind, a, b):
+        if a.shape[-2:] != b.shape[-2:] and current_call() is not None:
+            current_call()["mismatches"].append([kind, shape(a), shape(b)])
+
+    def recording_cat(original):
+        def cat(tensors, *args, **kwargs):
+            if len(tensors) == 2:
+                mismatch("cat", *tensors)
+            return original(tensors, *args, **kwargs)
+        return cat
+
+    def recording_adding(original):
+        def aligned_adding(base, x, require_channel_alignment):
+            if not isinstance(x, float):
+                mismatch("aligned_adding", base, x)
+            return original(base, x, require_channel_alignment)
+        return aligned_adding
+
+    from modules import sd_hijack_unet
+    hijacks = [sd_hijack_unet.th]
+    controlnet_hook = next((m for m in list(sys.modules.values())
+                            if getattr(m, "__file__", "") and m.__file__.endswith(os.path.join("scripts", "hook.py"))
+                            and hasattr(m, "aligned_adding")), None)
+    if controlnet_hook is not None:
+        hijacks.append(controlnet_hook.th)
+        if not hasattr(controlnet_hook.aligned_adding, "probe"):
+            controlnet_hook.aligned_adding = recording_adding(controlnet_hook.aligned_adding)
+            controlnet_hook.aligned_adding.probe = True
+    for hijack in hijacks:
+        if "cat" not in vars(hijack):
+            hijack.cat = recording_cat(type(hijack).cat.__get__(hijack))
+
+
+def on_cfg_denoiser(params):
+    denoiser = params.denoiser
+    p = getattr(denoiser, "p", None)
+    state["denoiser"] = dict(sigma=float(params.sigma.flatten()[0]), denoiser_step=denoiser.step,
+                             hr=bool(getattr(p, "is_hr_pass", False)), batch=params.x.shape[0],
+                             model=getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "model_name", None))
+    hook_unet(shared.sd_model.model.diffusion_model)
+    watch_resizes()
+    if state["pause_at_call"] == denoiser.step:
+        state["pause_at_call"] = None
+        paused.set()
+        resume.wait(120)
+        resume.clear()
+        paused.clear()
+
+
+def model_state(model):
+    unet = model.model.diffusion_model
+    foreign_hooks = []
+    for name, module in unet.named_modules():
+        own = probe_hooks.get(module, set())
+        for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
+            for key in getattr(module, kind):
+                if key not in own:
+                    foreign_hooks.append(f"{name or '<unet>'} {kind}")
+    downsample_convs = {name: [list(m.stride), list(m.padding), list(m.dilation)]
+                        for name, m in unet.named_modules() if name.endswith(".op")}
+    names = hashlib.sha256("\n".join(n for n, _ in unet.named_parameters()).encode()).hexdigest()
+    keys = hashlib.sha256("\n".join(unet.state_dict().keys()).encode()).hexdigest()
+    return dict(checkpoint=getattr(model.sd_checkpoint_info, "model_name", None), foreign_hooks=foreign_hooks,
+                forward_overrides=[n or "<unet>" for n, m in unet.named_modules() if "forward" in vars(m)],
+                downsample_convs=downsample_convs, parameter_names=names, state_dict_keys=keys)
+
+
+def on_app_started(demo, app):
+    @app.post("/hidiffusion-probe/reset")
+    def reset(options: dict = None):
+        options = options or {}
+        state.update(calls=[], pause_at_call=options.get("pause_at_call"),
+                     raise_at_call=options.get("raise_at_call"))
+        return {}
+
+    @app.get("/hidiffusion-probe/calls")
+    def calls():
+        return state["calls"]
+
+    @app.get("/hidiffusion-probe/state")
+    def models():
+        loaded = [m for m in sd_models.model_data.loaded_sd_models if m is not None]
+        return [model_state(m) for m in loaded]
+
+    @app.get("/hidiffusion-probe/paused")
+    def is_paused():
+        return {"paused": paused.is_set()}
+
+    @app.post("/hidiffusion-probe/resume")
+    def resume_sampling():
+        resume.set()
+        return {}
+
+
+register_tiny_open_clip()
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_app_started(on_app_started)

@@ -1,0 +1,48 @@
+"""What the host tests send and how they read what the probe saw.
+
+Sizes are small so that a generation takes a fraction of a second on the tiny models; the native-size
+guard is off wherever HiDiffusion must run below 512 px.
+"""
+import math
+
+PROMPT = "a lighthouse on a cliff at dusk"
+NEGATIVE = "blurry"
+
+
+def request(**changes) -> dict:
+    """A txt2img payload: 256x256, 6 Euler steps, seed 1."""
+    return dict(dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=6, width=256, height=256, seed=1,
+                     sampler_name="Euler", scheduler="Automatic", cfg_scale=5), **changes)
+
+
+def hidiffusion(**values) -> dict:
+    """`alwayson_scripts` turning HiDiffusion on with the dict form (guard off: the sizes are small)."""
+    return {"HiDiffusion": {"args": [dict(dict(enable=True, native_guard=False), **values)]}}
+
+
+def halved(size: int, times: int = 1) -> int:
+    for _ in range(times):
+        size = math.ceil(size / 2)
+    return size
+
+
+# Where the two RAU-Net switches show in a probe record: the Downsample block whose stride RAD changes,
+# and the block whose output CA pools (presets.yaml), and the first windowed attn1.
+LAYOUT = {"sd": dict(rad=3, ca=4, window="in1.0"), "sdxl": dict(rad=6, ca=4, window="in4.0")}
+
+
+def observed(call: dict, layout: str = "sd") -> dict:
+    """What ran in one UNet call, read from the shapes the probe recorded."""
+    blocks = LAYOUT[layout]
+    skips = call["skips"]
+    before_rad, at_rad = skips[blocks["rad"] - 1][0], skips[blocks["rad"]][0]
+    before_ca, at_ca = skips[blocks["ca"] - 1][0], skips[blocks["ca"]][0]
+    window_calls = call["attn1"][blocks["window"]]
+    return dict(rad=at_rad == math.ceil(before_rad / 4) != math.ceil(before_rad / 2),
+                ca=at_ca == math.ceil(before_ca / 2) != before_ca,
+                windowed=sum(shape[0] for shape in window_calls) == 4 * call["x"][0])
+
+
+def phases(calls, layout: str = "sd"):
+    """[(noise level, RAD on, CA on)] per UNet call."""
+    return [(c["sigma"], observed(c, layout)["rad"], observed(c, layout)["ca"]) for c in calls]
