@@ -20,6 +20,11 @@ WINDOW_SHIFT_MODES = ("random", "rotate", "none")
 LATENT_SCALE = 8                           # pixels per latent cell for every supported VAE
 
 
+def splits_into_windows(height: int, width: int) -> bool:
+    """Whether MSW-MSA can cut a token grid into 2x2 windows: a side of 1 has no half."""
+    return min(height, width) >= 2
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a user chooses. `None` means "Auto": taken from the official table for the size."""

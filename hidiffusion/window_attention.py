@@ -5,19 +5,21 @@ back after it, so the attention itself is whatever the host installed (the webui
 `CrossAttention.forward` for sdp, xformers, sub-quadratic, ...). Cross-attention and feed-forward
 are untouched. The token grid comes from the parent SpatialTransformer's input, not from a guess.
 
+An odd grid side is cut at its floor half, so the windows differ by one row or column: windows of
+one size share one attention call, and every token still attends exactly within its own window.
+(The official code instead resamples odd grids bicubically to an even size and back, which its own
+warning says costs quality.)
+
 A call is left global (not windowed) when attn1 gets a context (ControlNet reference-only), when
-the token count is not the grid's (ToMe merged tokens), or when a grid side is odd: the official
-code resamples odd grids bicubically, which its own warning says costs quality; global attention
-costs only speed.
+the token count is not the grid's (ToMe merged tokens), or when a grid side is 1 (no split).
 """
 import functools
 import random
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from .schedule import Plan
+from .schedule import Plan, splits_into_windows
 
 SHIFTS = 4     # a shift of k quarter-windows, k in 0..3, on both axes
 
@@ -25,12 +27,23 @@ SHIFTS = 4     # a shift of k quarter-windows, k in 0..3, on both axes
 @functools.lru_cache(maxsize=64)
 def window_order(h: int, w: int, shift: int, device: torch.device):
     """Token indices that roll an h x w grid by `shift` quarter-windows and list it window by window
-    (top-left, top-right, bottom-left, bottom-right), and the inverse. One gather each way replaces a
-    roll and a permute copy each way."""
-    rows, cols = shift * (h // 2 // SHIFTS), shift * (w // 2 // SHIFTS)
+    (top-left, top-right, bottom-left, bottom-right); the inverse; and (windows, tokens per window)
+    for each window size, in the order listed. One gather each way replaces a roll and a permute
+    copy each way.
+
+    Sides are cut at h // 2 and w // 2. Windows with the same token count are listed together, so
+    that each size is one batch of attention: an even grid is one group of four windows."""
+    half_h, half_w = h // 2, w // 2
+    rows, cols = shift * (half_h // SHIFTS), shift * (half_w // SHIFTS)
     grid = torch.arange(h * w, device=device).view(h, w).roll((-rows, -cols), dims=(0, 1))
-    order = rearrange(grid, "(nh h) (nw w) -> (nh nw h w)", nh=2, nw=2)
-    return order, torch.argsort(order)
+    groups = {}
+    for top, bottom in ((0, half_h), (half_h, h)):
+        for left, right in ((0, half_w), (half_w, w)):
+            window = grid[top:bottom, left:right].flatten()
+            groups.setdefault(len(window), []).append(window)
+    order = torch.cat([window for windows in groups.values() for window in windows])
+    sizes = tuple((len(windows), tokens) for tokens, windows in groups.items())
+    return order, torch.argsort(order), sizes
 
 
 class WindowBlock:
@@ -40,7 +53,7 @@ class WindowBlock:
         self.name = name
         self.owner = window_attention
         self.grid = None
-        self.pending = {}       # attn1 -> the inverse token order, between its pre- and post-hook
+        self.pending = {}       # attn1 -> what its post-hook needs to merge the windows back
         self.hooks = [transformer.register_forward_pre_hook(self._record_grid)]
         for block in transformer.transformer_blocks:
             self.hooks.append(block.attn1.register_forward_pre_hook(self._split, with_kwargs=True))
@@ -54,18 +67,24 @@ class WindowBlock:
         x = args[0]
         context = kwargs.get("context", args[1] if len(args) > 1 else None)
         h, w = self.grid
-        if not self.owner.enabled or context is not None or x.shape[1] != h * w or h % 2 or w % 2:
+        if not self.owner.enabled or context is not None or x.shape[1] != h * w or not splits_into_windows(h, w):
             return None
-        order, inverse = window_order(h, w, self.owner.shifts[self.name], x.device)
-        self.pending[attn] = inverse
-        windows = x.index_select(1, order)
-        return (windows.view(x.shape[0] * 4, -1, x.shape[2]),) + tuple(args[1:]), kwargs
+        order, inverse, sizes = window_order(h, w, self.owner.shifts[self.name], x.device)
+        parts = x.index_select(1, order).split([count * tokens for count, tokens in sizes], dim=1)
+        batches = [part.reshape(-1, tokens, x.shape[2]) for part, (_, tokens) in zip(parts, sizes)]
+        # One attention call per window size. The first goes through the call being hooked; the
+        # others call the host's forward directly, since attn(...) would re-enter these hooks.
+        others = [attn.forward(batch, *args[1:], **kwargs) for batch in batches[1:]]
+        self.pending[attn] = inverse, others, x.shape[0]
+        return (batches[0],) + tuple(args[1:]), kwargs
 
     def _merge(self, attn, args, output):
-        inverse = self.pending.pop(attn, None)
-        if inverse is None:
+        pending = self.pending.pop(attn, None)
+        if pending is None:
             return None
-        return output.reshape(-1, len(inverse), output.shape[-1]).index_select(1, inverse)
+        inverse, others, rows = pending
+        parts = [part.reshape(rows, -1, part.shape[-1]) for part in (output, *others)]
+        return (torch.cat(parts, dim=1) if others else parts[0]).index_select(1, inverse)
 
     def remove(self):
         for hook in self.hooks:

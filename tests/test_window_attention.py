@@ -9,17 +9,15 @@ WINDOWS_ONLY = Settings(raunet=False)
 
 
 def windowed_reference(attn, x, h, w, shift):
-    """MSW-MSA by hand: roll by `shift` quarter-windows, attend inside each of the 2x2 windows, roll back."""
-    grid = rearrange(x, "b (h w) c -> b h w c", h=h)
-    rows, cols = shift * (h // 8), shift * (w // 8)
-    grid = grid.roll((-rows, -cols), dims=(1, 2))
-    out = torch.zeros_like(grid)
-    for top in (0, h // 2):
-        for left in (0, w // 2):
-            window = grid[:, top:top + h // 2, left:left + w // 2]
-            tokens = attn(rearrange(window, "b h w c -> b (h w) c"))
-            out[:, top:top + h // 2, left:left + w // 2] = rearrange(tokens, "b (h w) c -> b h w c", h=h // 2)
-    return rearrange(out.roll((rows, cols), dims=(1, 2)), "b h w c -> b (h w) c")
+    """MSW-MSA by hand, from the definition: roll the h x w grid up and left by `shift` quarters of a
+    window (h // 2 x w // 2), cut it at h // 2 and w // 2 and let each window attend alone."""
+    rows, cols = shift * (h // 2 // 4), shift * (w // 2 // 4)
+    out = torch.full_like(x, float("nan"))      # a token left out would fail the comparison
+    for top, bottom in ((0, h // 2), (h // 2, h)):
+        for left, right in ((0, w // 2), (w // 2, w)):
+            tokens = [(i + rows) % h * w + (j + cols) % w for i in range(top, bottom) for j in range(left, right)]
+            out[:, tokens] = attn(x[:, tokens])
+    return out
 
 
 def capture_attn1(unet, model):
@@ -40,7 +38,8 @@ def capture_attn1(unet, model):
 
 
 @pytest.mark.parametrize("shift", [0, 1, 2, 3])
-@pytest.mark.parametrize("latent", [(32, 48), (64, 40)])
+@pytest.mark.parametrize("latent", [(32, 48), (64, 40), (33, 40), (40, 49), (33, 41)],
+                         ids=["even", "even", "odd-h", "odd-w", "odd-both"])   # odd at level 1 of SDXL too
 def test_windowed_attention_matches_the_method(unet, model, shift, latent):
     patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, latent[1] * 8, latent[0] * 8))
     attn, seen, hooks = capture_attn1(unet, model)
@@ -50,36 +49,82 @@ def test_windowed_attention_matches_the_method(unet, model, shift, latent):
             unet(**example_inputs(unet, model, 2, *latent))
             patch.remove()     # the reference calls attn1 unwindowed
             expected = windowed_reference(attn, seen["x"], *seen["grid"], shift)
+            global_attention = attn(seen["x"])
     finally:
         for hook in hooks:
             hook.remove()
-    assert seen["attended"].shape[0] == 2 * 4
     torch.testing.assert_close(seen["out"], expected, rtol=1e-5, atol=1e-5)
+    assert (seen["out"] - global_attention).abs().max() > 1e-2
 
 
-def test_attention_goes_through_the_hosts_forward(tiny_unets, monkeypatch):
+@pytest.mark.parametrize("shift", [0, 1, 2, 3])
+def test_even_grids_keep_the_one_gather_each_way_bit_for_bit(unet, model, shift):
+    """The path of even grids before odd grids were windowed: one gather in the order of this
+    rearrange, one host call on 4 windows per image, one gather back."""
+    latent = (32, 48)
+    patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, latent[1] * 8, latent[0] * 8))
+    attn, seen, hooks = capture_attn1(unet, model)
+    try:
+        patch.set_step(0, 10, shift=shift)
+        with torch.no_grad():
+            unet(**example_inputs(unet, model, 2, *latent))
+            h, w = seen["grid"]
+            grid = torch.arange(h * w).view(h, w).roll((-shift * (h // 8), -shift * (w // 8)), dims=(0, 1))
+            order = rearrange(grid, "(nh h) (nw w) -> (nh nw h w)", nh=2, nw=2)
+            x = seen["x"]
+            windows = attn.forward(x.index_select(1, order).view(len(x) * 4, -1, x.shape[2]))
+            expected = windows.reshape(len(x), -1, x.shape[2]).index_select(1, torch.argsort(order))
+    finally:
+        patch.remove()
+        for hook in hooks:
+            hook.remove()
+    assert seen["attended"].shape == (len(x) * 4, h * w // 4, x.shape[2])
+    assert torch.equal(seen["out"], expected)
+
+
+# Token grid of the windowed level -> (batch, tokens) of each host attention call of one windowed
+# attn1, for 2 images: one call per window size.
+HOST_CALLS = [
+    ((32, 32), [(8, 256)]),
+    ((33, 40), [(4, 320), (4, 340)]),                      # 16 or 17 rows x 20 columns
+    ((40, 33), [(4, 320), (4, 340)]),
+    ((33, 41), [(2, 320), (2, 336), (2, 340), (2, 357)]),  # 16|17 x 20|21
+    ((33, 33), [(2, 256), (4, 272), (2, 289)]),            # 16x17 and 17x16 have one size
+]
+
+
+@pytest.mark.parametrize("model", ["sd15", "sdxl"])
+@pytest.mark.parametrize("grid, calls", HOST_CALLS, ids=[f"{g[0]}x{g[1]}" for g, _ in HOST_CALLS])
+def test_attention_goes_through_the_hosts_forward(tiny_unets, monkeypatch, model, grid, calls):
     """The webui swaps CrossAttention.forward (sdp, xformers, ...): windows must reach whatever is installed."""
-    unet = tiny_unets["sd15"]
-    attention_class = type(unet.input_blocks[1][1].transformer_blocks[0].attn1)
+    unet = tiny_unets[model]
+    attention_class = type(unet.input_blocks[4][1].transformer_blocks[0].attn1)
     installed = attention_class.forward
-    batches = []
+    seen = {}
 
     def host_attention(self, x, context=None, mask=None, **kwargs):
-        batches.append((x.shape[0], context is None))
+        seen.setdefault(self, []).append((x.shape[0], x.shape[1], context is None))
         return installed(self, x, context, mask, **kwargs)
 
     monkeypatch.setattr(attention_class, "forward", host_attention)
-    patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, 256, 256))
+    level = 1 if model == "sdxl" else 0          # the windowed level: SDXL's is level 1
+    latent = [side << level for side in grid]
+    plan = resolve(detect(unet), WINDOWS_ONLY, latent[1] * 8, latent[0] * 8)
+    transformers = [unet.input_blocks[i][1] for i in plan.window_input_blocks]
+    transformers += [unet.output_blocks[i][1] for i in plan.window_output_blocks]
+    windowed = [block.attn1 for transformer in transformers for block in transformer.transformer_blocks]
+    patch = apply(unet, plan)
     patch.set_step(0, 10)
     with torch.no_grad():
-        unet(**example_inputs(unet, "sd15", 2, 32, 32))
+        unet(**example_inputs(unet, model, 2, *latent))
     patch.remove()
-    # 5 windowed self-attentions see 2 images x 4 windows; all other attention calls see the 2 images.
-    assert batches.count((8, True)) == 5
-    assert all(batch == 2 for batch, _ in batches if (batch, _) != (8, True))
+    assert len(windowed) == (10 if model == "sdxl" else 5)
+    for attn in windowed:
+        assert sorted(seen.pop(attn), key=lambda call: call[1]) == [(batch, tokens, True) for batch, tokens in calls]
+    assert seen and all(batch == 2 for others in seen.values() for batch, _, _ in others)
 
 
-def test_context_merged_tokens_and_odd_grids_stay_global(tiny_unets):
+def test_context_merged_tokens_and_grids_of_side_1_stay_global(tiny_unets):
     unet = tiny_unets["sd15"]
     patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, 256, 256))
     attn, seen, hooks = capture_attn1(unet, "sd15")
@@ -88,13 +133,14 @@ def test_context_merged_tokens_and_odd_grids_stay_global(tiny_unets):
         with torch.no_grad():
             unet(**example_inputs(unet, "sd15", 1, 32, 32))     # records the 32x32 grid
             x = seen["x"]
+            assert seen["attended"].shape[0] == 4               # windowed, so the calls below can differ
             context = torch.randn(1, 7, x.shape[-1])
             torch.testing.assert_close(attn(x, context=context), attn.forward(x, context=context))  # reference-only
             merged = x[:, ::2]                                   # ToMe: fewer tokens than the grid
             torch.testing.assert_close(attn(merged), attn.forward(merged))
             seen.clear()
-            unet(**example_inputs(unet, "sd15", 1, 33, 30))     # odd level-0 grid: global attention
-            assert seen["attended"].shape == seen["x"].shape and seen["grid"] == (33, 30)
+            unet(**example_inputs(unet, "sd15", 1, 1, 40))      # a side of 1 has no half: global attention
+            assert seen["attended"].shape == seen["x"].shape and seen["grid"] == (1, 40)
     finally:
         patch.remove()
         for hook in hooks:
