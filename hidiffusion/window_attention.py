@@ -14,7 +14,9 @@ A call is left global (not windowed) when attn1 gets a context (ControlNet refer
 the token count is not the grid's (ToMe merged tokens), or when a grid side is 1 (no split).
 """
 import functools
+import numbers
 import random
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -22,6 +24,8 @@ from torch import nn
 from .schedule import Plan, splits_into_windows
 
 SHIFTS = 4     # a shift of k quarter-windows, k in 0..3, on both axes
+Seeds = Union[int, Sequence[int]]                # one seed, or one per image
+RowImages = Callable[[int], Sequence[int]]       # rows of a UNet batch -> the image of each row
 
 
 @functools.lru_cache(maxsize=64)
@@ -44,6 +48,22 @@ def window_order(h: int, w: int, shift: int, device: torch.device):
     order = torch.cat([window for windows in groups.values() for window in windows])
     sizes = tuple((len(windows), tokens) for tokens, windows in groups.items())
     return order, torch.argsort(order), sizes
+
+
+def batch_order(h: int, w: int, shifts, device: torch.device):
+    """`window_order` for a batch whose rows use `shifts`: one order when all rows agree, else one
+    order per row (rows x tokens). The window sizes do not depend on the shift."""
+    if len(set(shifts)) == 1:
+        return window_order(h, w, shifts[0], device)
+    orders, inverses, sizes = zip(*(window_order(h, w, shift, device) for shift in shifts))
+    return torch.stack(orders), torch.stack(inverses), sizes[0]
+
+
+def gather_tokens(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """The tokens of x (batch, tokens, channels) in `order`: one order for every row, or one per row."""
+    if order.dim() == 1:
+        return x.index_select(1, order)
+    return x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class WindowBlock:
@@ -69,8 +89,8 @@ class WindowBlock:
         h, w = self.grid
         if not self.owner.enabled or context is not None or x.shape[1] != h * w or not splits_into_windows(h, w):
             return None
-        order, inverse, sizes = window_order(h, w, self.owner.shifts[self.name], x.device)
-        parts = x.index_select(1, order).split([count * tokens for count, tokens in sizes], dim=1)
+        order, inverse, sizes = batch_order(h, w, self.owner.row_shifts(self.name, x.shape[0]), x.device)
+        parts = gather_tokens(x, order).split([count * tokens for count, tokens in sizes], dim=1)
         batches = [part.reshape(-1, tokens, x.shape[2]) for part, (_, tokens) in zip(parts, sizes)]
         # One attention call per window size. The first goes through the call being hooked; the
         # others call the host's forward directly, since attn(...) would re-enter these hooks.
@@ -84,7 +104,7 @@ class WindowBlock:
             return None
         inverse, others, rows = pending
         parts = [part.reshape(rows, -1, part.shape[-1]) for part in (output, *others)]
-        return (torch.cat(parts, dim=1) if others else parts[0]).index_select(1, inverse)
+        return gather_tokens(torch.cat(parts, dim=1) if others else parts[0], inverse)
 
     def remove(self):
         for hook in self.hooks:
@@ -94,11 +114,19 @@ class WindowBlock:
 
 
 class WindowAttention:
-    """All windowed blocks of one patched UNet, and the shift each uses at the current step."""
+    """All windowed blocks of one patched UNet, and the shift each uses at the current step.
 
-    def __init__(self, unet: nn.Module, plan: Plan, seed: int):
+    Each image draws its shifts from its own seed, so an image of a batch can be reproduced from its
+    seed alone. `row_images(rows)` names the image of each row of a UNet batch of `rows` rows; by
+    default row r belongs to image r % len(seeds), as in the webui's [cond..., uncond...] batches
+    (whole or split, with or without the uncond half)."""
+
+    def __init__(self, unet: nn.Module, plan: Plan, seed: Seeds, row_images: Optional[RowImages] = None):
+        self.seeds = (seed,) if isinstance(seed, numbers.Integral) else tuple(seed)
+        if not self.seeds:
+            raise ValueError("window shifts need at least one seed")
         self.mode = plan.settings.window_shift
-        self.seed = seed
+        self.row_images = row_images or (lambda rows: [row % len(self.seeds) for row in range(rows)])
         self.enabled = False
         self.shifts = {}
         transformers = [(f"in{i}", unet.input_blocks[i][1]) for i in plan.window_input_blocks]
@@ -106,17 +134,22 @@ class WindowAttention:
         self.blocks = [WindowBlock(name, transformer, self) for name, transformer in transformers]
 
     def set_step(self, step: int, forced_shift=None) -> None:
-        """Choose each block's shift for this step: the same for every UNet call within the step."""
+        """Choose each block's shift per image for this step: the same for every UNet call within the step."""
         self.enabled = True
-        self.shifts = {block.name: self._shift(block.name, step) if forced_shift is None else forced_shift
+        self.shifts = {block.name: tuple(self._shift(seed, block.name, step) if forced_shift is None else forced_shift
+                                         for seed in self.seeds)
                        for block in self.blocks}
 
-    def _shift(self, block_name: str, step: int) -> int:
+    def row_shifts(self, block_name: str, rows: int) -> list:
+        """The shift of each row of a UNet batch of `rows` rows: its image's."""
+        return [self.shifts[block_name][image] for image in self.row_images(rows)]
+
+    def _shift(self, seed: int, block_name: str, step: int) -> int:
         if self.mode == "none":
             return 0
         if self.mode == "rotate":
             return step % SHIFTS
-        return random.Random(f"{self.seed}/{step}/{block_name}").randrange(SHIFTS)
+        return random.Random(f"{seed}/{step}/{block_name}").randrange(SHIFTS)
 
     def remove(self) -> None:
         self.enabled = False

@@ -160,9 +160,50 @@ def test_shifts_are_reproducible_from_seed_step_and_block(tiny_unets):
         patch.remove()
         runs.append(shifts)
     assert runs[0] == runs[1] and runs[0] != runs[2]
-    shifts = [k for step in runs[0] for k in step.values()]
+    shifts = [k for step in runs[0] for (k,) in step.values()]
     assert set(shifts) == {0, 1, 2, 3}
     assert len({tuple(step.values()) for step in runs[0]}) > 1          # blocks and steps differ
+
+
+def test_one_seed_draws_the_shifts_it_drew_before_per_image_seeds(tiny_unets):
+    unet = tiny_unets["sd15"]
+    patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, 1024, 1024), seed=7)
+    shifts = []
+    for step in range(3):
+        patch.set_step(step, 3)
+        shifts.append(dict(patch.window_attention.shifts))
+    patch.remove()
+    assert shifts == [{"in1": (1,), "in2": (1,), "out9": (0,), "out10": (0,), "out11": (3,)},
+                      {"in1": (2,), "in2": (2,), "out9": (0,), "out10": (3,), "out11": (1,)},
+                      {"in1": (2,), "in2": (1,), "out9": (1,), "out10": (1,), "out11": (3,)}]
+
+
+@pytest.mark.parametrize("layout", ["webui", "custom"])
+def test_each_image_of_a_batch_is_reproducible_from_its_own_seed(tiny_unets, layout):
+    """Two images with a cond and an uncond row each, at an odd grid (17x24 at level 1): the rows of
+    each image equal a run of that image alone with its own seed."""
+    unet = tiny_unets["sdxl"]
+    seeds, step = (3, 4), 2
+    plan = resolve(detect(unet), WINDOWS_ONLY, 48 * 8, 34 * 8)
+    inputs = example_inputs(unet, "sdxl", 4, 34, 48)
+    if layout == "webui":       # [cond 0, cond 1, uncond 0, uncond 1]: the default, row r is image r % 2
+        image_rows, row_images = [[0, 2], [1, 3]], None
+    else:                       # [cond 0, uncond 0, cond 1, uncond 1]
+        image_rows, row_images = [[0, 1], [2, 3]], lambda rows: [row // 2 for row in range(rows)]
+    patch = apply(unet, plan, seed=seeds, row_images=row_images)
+    patch.set_step(step, 10)
+    assert any(len(set(shifts)) > 1 for shifts in patch.window_attention.shifts.values())
+    with torch.no_grad():
+        batched = unet(**inputs)
+        cond_only = unet(**{k: v[:2] for k, v in inputs.items()})     # uncond skipped (webui layout)
+        alone = []
+        for seed, rows in zip(seeds, image_rows):
+            apply(unet, plan, seed=seed).set_step(step, 10)
+            alone.append(unet(**{k: v[rows] for k, v in inputs.items()}))
+    for rows, image in zip(image_rows, alone):
+        torch.testing.assert_close(batched[rows], image, rtol=1e-4, atol=1e-4)
+    if layout == "webui":
+        torch.testing.assert_close(cond_only, torch.stack([image[0] for image in alone]), rtol=1e-4, atol=1e-4)
 
 
 def test_cond_and_uncond_rows_share_a_shift_whether_batched_or_not(tiny_unets):
@@ -186,4 +227,4 @@ def test_deterministic_shift_modes(tiny_unets, mode):
         patch.set_step(step, 6)
         shifts.append(set(patch.window_attention.shifts.values()))
     patch.remove()
-    assert shifts == ([{s % 4} for s in range(6)] if mode == "rotate" else [{0}] * 6)
+    assert shifts == ([{(s % 4,)} for s in range(6)] if mode == "rotate" else [{(0,)}] * 6)
