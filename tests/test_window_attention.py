@@ -147,6 +147,34 @@ def test_context_merged_tokens_and_grids_of_side_1_stay_global(tiny_unets):
             hook.remove()
 
 
+@pytest.mark.parametrize("model, settings", [("sd15", Settings(t1=0.7, t2=0.3)), ("sdxl", Settings())])
+def test_the_plan_knows_the_grid_of_every_windowed_block(tiny_unets, model, settings):
+    """describe() reports `Plan.window_grids`: check it against the grids the UNet really runs at an
+    odd latent (SDXL level 1: 18x25, pooled 9x13), with and without RAD and CA."""
+    unet = tiny_unets[model]
+    plan = resolve(detect(unet), settings, 49 * 8, 35 * 8)
+    transformers = {f"in{i}": unet.input_blocks[i][1] for i in plan.window_input_blocks}
+    transformers.update({f"out{i}": unet.output_blocks[i][1] for i in plan.window_output_blocks})
+    grids = {}
+    hooks = [transformer.register_forward_pre_hook(
+        lambda module, args, name=name: grids.__setitem__(name, tuple(args[0].shape[2:])))
+        for name, transformer in transformers.items()]
+    patch = apply(unet, plan)
+    phases = set()
+    try:
+        with torch.no_grad():
+            for step in range(10):
+                phase = patch.set_step(step, 10)
+                unet(**example_inputs(unet, model, 1, 35, 49))
+                assert grids == plan.window_grids(ca=phase.ca), f"step {step}, {phase}"
+                phases.add((phase.rad, phase.ca))
+    finally:
+        patch.remove()
+        for hook in hooks:
+            hook.remove()
+    assert {ca for _, ca in phases} == {True, False} and {rad for rad, _ in phases} == {True, False}
+
+
 def test_shifts_are_reproducible_from_seed_step_and_block(tiny_unets):
     unet = tiny_unets["sdxl"]
     plan = resolve(detect(unet), WINDOWS_ONLY, 1024, 1024)
