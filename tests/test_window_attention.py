@@ -37,22 +37,30 @@ def capture_attn1(unet, model):
     return attn, seen, hooks
 
 
-@pytest.mark.parametrize("shift", [0, 1, 2, 3])
-@pytest.mark.parametrize("latent", [(32, 48), (64, 40), (33, 40), (40, 49), (33, 41)],
-                         ids=["even", "even", "odd-h", "odd-w", "odd-both"])   # odd at level 1 of SDXL too
-def test_windowed_attention_matches_the_method(unet, model, shift, latent):
+def run_windowed(unet, model, latent, shift):
+    """One UNet call on 2 images at `latent` with every block at `shift`, then the patch is removed
+    (so attn1 attends globally again): the first windowed attn1 and what it saw (`capture_attn1`)."""
     patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, latent[1] * 8, latent[0] * 8))
     attn, seen, hooks = capture_attn1(unet, model)
     try:
         patch.set_step(0, 10, shift=shift)
         with torch.no_grad():
             unet(**example_inputs(unet, model, 2, *latent))
-            patch.remove()     # the reference calls attn1 unwindowed
-            expected = windowed_reference(attn, seen["x"], *seen["grid"], shift)
-            global_attention = attn(seen["x"])
     finally:
+        patch.remove()
         for hook in hooks:
             hook.remove()
+    return attn, seen
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 3])
+@pytest.mark.parametrize("latent", [(32, 48), (64, 40), (33, 40), (40, 49), (33, 41)],
+                         ids=["even", "even", "odd-h", "odd-w", "odd-both"])   # odd at level 1 of SDXL too
+def test_windowed_attention_matches_the_method(unet, model, shift, latent):
+    attn, seen = run_windowed(unet, model, latent, shift)
+    with torch.no_grad():
+        expected = windowed_reference(attn, seen["x"], *seen["grid"], shift)
+        global_attention = attn(seen["x"])
     torch.testing.assert_close(seen["out"], expected, rtol=1e-5, atol=1e-5)
     assert (seen["out"] - global_attention).abs().max() > 1e-2
 
@@ -61,25 +69,15 @@ def test_windowed_attention_matches_the_method(unet, model, shift, latent):
 def test_even_grids_keep_the_one_gather_each_way_bit_for_bit(unet, model, shift):
     """The path of even grids before odd grids were windowed: one gather in the order of this
     rearrange, one host call on 4 windows per image, one gather back."""
-    latent = (32, 48)
-    patch = apply(unet, resolve(detect(unet), WINDOWS_ONLY, latent[1] * 8, latent[0] * 8))
-    attn, seen, hooks = capture_attn1(unet, model)
-    try:
-        patch.set_step(0, 10, shift=shift)
-        with torch.no_grad():
-            unet(**example_inputs(unet, model, 2, *latent))
-            h, w = seen["grid"]
-            grid = torch.arange(h * w).view(h, w).roll((-shift * (h // 8), -shift * (w // 8)), dims=(0, 1))
-            order = rearrange(grid, "(nh h) (nw w) -> (nh nw h w)", nh=2, nw=2)
-            x = seen["x"]
-            windows = attn.forward(x.index_select(1, order).view(len(x) * 4, -1, x.shape[2]))
-            expected = windows.reshape(len(x), -1, x.shape[2]).index_select(1, torch.argsort(order))
-    finally:
-        patch.remove()
-        for hook in hooks:
-            hook.remove()
-    assert seen["attended"].shape == (len(x) * 4, h * w // 4, x.shape[2])
-    assert torch.equal(seen["out"], expected)
+    attn, seen = run_windowed(unet, model, (32, 48), shift)
+    h, w = seen["grid"]
+    grid = torch.arange(h * w).view(h, w).roll((-shift * (h // 8), -shift * (w // 8)), dims=(0, 1))
+    order = rearrange(grid, "(nh h) (nw w) -> (nh nw h w)", nh=2, nw=2)
+    x = seen["x"]
+    attended = x.index_select(1, order).view(len(x) * 4, -1, x.shape[2])
+    with torch.no_grad():
+        expected = attn.forward(attended).reshape(len(x), -1, x.shape[2]).index_select(1, torch.argsort(order))
+    assert torch.equal(seen["attended"], attended) and torch.equal(seen["out"], expected)
 
 
 # Token grid of the windowed level -> (batch, tokens) of each host attention call of one windowed
