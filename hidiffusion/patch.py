@@ -11,7 +11,7 @@ from torch import nn
 from .architecture import UnsupportedModel, detect
 from .raunet import RAUNet
 from .schedule import Phase, Plan
-from .window_attention import WindowAttention
+from .window_attention import RowImages, Seeds, WindowAttention
 
 _patched: "weakref.WeakKeyDictionary[nn.Module, Patch]" = weakref.WeakKeyDictionary()
 
@@ -19,11 +19,12 @@ _patched: "weakref.WeakKeyDictionary[nn.Module, Patch]" = weakref.WeakKeyDiction
 class Patch:
     """HiDiffusion applied to one UNet. Drive it with `set_step`; undo it with `remove`."""
 
-    def __init__(self, unet: nn.Module, plan: Plan, seed: int = 0):
+    def __init__(self, unet: nn.Module, plan: Plan, seed: Seeds = 0, row_images: Optional[RowImages] = None):
         self._unet = weakref.ref(unet)      # the registry must not keep a dropped model alive
         self.plan = plan
         self.raunet = RAUNet(unet, plan)
-        self.window_attention = WindowAttention(unet, plan, seed) if plan.settings.window_attention else None
+        self.window_attention = (WindowAttention(unet, plan, seed, row_images)
+                                 if plan.settings.window_attention else None)
 
     def set_step(self, step: int, total: int, shift: Optional[int] = None) -> Phase:
         """Switch the modifications for executed step `step` (0-based) of `total` executed steps.
@@ -52,17 +53,19 @@ class Patch:
             del _patched[unet]
 
 
-def apply(unet: nn.Module, plan: Plan, seed: int = 0) -> Patch:
+def apply(unet: nn.Module, plan: Plan, seed: Seeds = 0, row_images: Optional[RowImages] = None) -> Patch:
     """Patch `unet` according to `plan` (from `resolve`), replacing any earlier patch on it.
 
     Nothing changes the UNet's output until `set_step` is called. `seed` makes the window shifts
-    reproducible: a shift is a function of (seed, step, block).
+    reproducible: a shift is a function of (seed, step, block). With one seed per image, each image
+    draws its own shifts; `row_images(rows)` gives the image index of each row of a UNet batch of
+    `rows` rows (default: row r is image r % len(seed), the webui's [cond..., uncond...] layout).
     """
     architecture = detect(unet)     # refuses unknown layouts before any hook is installed
     if architecture.layout != plan.architecture.layout:
         raise UnsupportedModel(f"the plan was resolved for {plan.architecture}, this UNet is {architecture}")
     remove(unet)
-    patch = Patch(unet, plan, seed)
+    patch = Patch(unet, plan, seed, row_images)
     _patched[unet] = patch
     return patch
 

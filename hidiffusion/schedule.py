@@ -7,7 +7,7 @@ ratio r is active while `step < int(total * r)`, counted over the steps this pas
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
@@ -18,6 +18,24 @@ PRESETS = tuple(TABLES.presets)            # "sd1", "sd2", "sdxl", "sdxl-turbo"
 RAU_UPSAMPLE_MODES = ("nearest", "bicubic")
 WINDOW_SHIFT_MODES = ("random", "rotate", "none")
 LATENT_SCALE = 8                           # pixels per latent cell for every supported VAE
+
+
+def splits_into_windows(height: int, width: int) -> bool:
+    """Whether MSW-MSA can cut a token grid into 2x2 windows: a side of 1 has no half."""
+    return min(height, width) >= 2
+
+
+def halved(grid: Tuple[int, int]) -> Tuple[int, int]:
+    """A grid after a stride-2 Downsample (3x3, padding 1) or CA's 2x2 avg-pool with ceil_mode."""
+    return tuple(-(-side // 2) for side in grid)
+
+
+def _windows_on(blocks: Sequence[str], grid: Tuple[int, int]) -> str:
+    """Whether `blocks` are windowed on `grid`, written width x height like image sizes."""
+    tokens = f"on {grid[1]}x{grid[0]} tokens"
+    if splits_into_windows(*grid):
+        return f"{','.join(blocks)} windowed {tokens}"
+    return f"{','.join(blocks)} global {tokens} (a side of 1 cannot be split)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,7 @@ class Plan:
     ca_output_block: int
     window_input_blocks: Tuple[int, ...]
     window_output_blocks: Tuple[int, ...]
+    window_grid: Tuple[int, int]          # (height, width) in tokens of the windowed blocks without CA
     native_resolution: int
     notes: Tuple[str, ...] = field(default=())
 
@@ -92,6 +111,15 @@ class Plan:
         return Phase(rad=rad_ratio is not None and step < int(total * rad_ratio),
                      ca=step < int(total * ca_ratio))
 
+    def window_grids(self, ca: bool = False) -> Dict[str, Tuple[int, int]]:
+        """The token grid (height, width) of each windowed block at this size, while CA pools or not:
+        blocks between the pool and the resize back see the pooled grid."""
+        pooled = halved(self.window_grid) if ca else self.window_grid
+        grids = {f"in{i}": pooled if i > self.ca_input_block else self.window_grid for i in self.window_input_blocks}
+        grids.update({f"out{i}": pooled if i <= self.ca_output_block else self.window_grid
+                      for i in self.window_output_blocks})
+        return grids
+
     def describe(self) -> str:
         """One line for the console, the infotext and the bench report."""
         parts = [f"{self._preset.title} ({self.architecture})"]
@@ -104,9 +132,13 @@ class Plan:
             rau += f", CA in{self.ca_input_block}/out{self.ca_output_block}"
             parts.append(rau)
         if self.settings.window_attention:
-            blocks = ",".join(f"in{i}" for i in self.window_input_blocks)
-            blocks += "," + ",".join(f"out{i}" for i in self.window_output_blocks)
-            parts.append(f"MSW-MSA {blocks} shift {self.settings.window_shift}")
+            windows = f"MSW-MSA shift {self.settings.window_shift}: "
+            windows += _windows_on(list(self.window_grids()), self.window_grid)
+            if self.settings.raunet and self._threshold(self._preset.ca_threshold) > 0:
+                pooled = [block for block, grid in self.window_grids(ca=True).items() if grid != self.window_grid]
+                if pooled:
+                    windows += ", while CA pools " + _windows_on(pooled, halved(self.window_grid))
+            parts.append(windows)
         return "; ".join(parts + list(self.notes))
 
 
@@ -121,6 +153,9 @@ def resolve(architecture: Architecture, settings: Settings, width: int, height: 
         raise ValueError(f"preset {preset.title} does not fit this {architecture} UNet")
     layout = TABLES.layouts[preset.layout]
     short_latent_side = min(width, height) // LATENT_SCALE
+    window_grid = (height // LATENT_SCALE, width // LATENT_SCALE)
+    for _ in range(layout.window_level):
+        window_grid = halved(window_grid)
     row = next(r for r in preset.schedule if "below_latent" not in r or short_latent_side < r.below_latent)
     notes = []
 
@@ -144,5 +179,5 @@ def resolve(architecture: Architecture, settings: Settings, width: int, height: 
         rad_input_block=layout.rad if has_rad else None, rau_output_block=layout.rau if has_rad else None,
         ca_input_block=layout.ca_down, ca_output_block=layout.ca_up,
         window_input_blocks=tuple(layout.window_input_blocks),
-        window_output_blocks=tuple(layout.window_output_blocks),
+        window_output_blocks=tuple(layout.window_output_blocks), window_grid=window_grid,
         native_resolution=preset.native_resolution, notes=tuple(notes))

@@ -48,9 +48,25 @@ def test_rows_and_blocks_resolved_per_family():
 def test_raunet_off_means_no_phase_and_describe_says_what_runs():
     plan = resolve(SD1, Settings(raunet=False), 1024, 1024)
     assert not any(plan.phase(step, 10).rad or plan.phase(step, 10).ca for step in range(10))
-    assert "RAU-Net" not in plan.describe() and "MSW-MSA in1,in2,out9,out10,out11" in plan.describe()
+    assert "RAU-Net" not in plan.describe()
+    assert plan.describe().endswith("MSW-MSA shift random: in1,in2,out9,out10,out11 windowed on 128x128 tokens")
     full = resolve(SDXL, Settings(), 2048, 1536).describe()
     assert full.startswith("SDXL (SDXL); RAU-Net T1 0.4 T2 0 aggressive, RAD in6/out2 nearest, CA in4/out4")
+
+
+# The windowed level is the latent (SD1.x/2.x) or the latent halved with ceil (SDXL level 1); in SDXL's
+# CA steps in5, out3 and out4 run on that grid pooled (ceil) once more.
+@pytest.mark.parametrize("architecture, settings, size, windows", [
+    (SD1, Settings(), (1920, 1080), "in1,in2,out9,out10,out11 windowed on 240x135 tokens"),
+    (SD1, Settings(), (512, 8), "in1,in2,out9,out10,out11 global on 64x1 tokens (a side of 1 cannot be split)"),
+    (SDXL, Settings(), (1920, 1080),
+     "in4,in5,out3,out4,out5 windowed on 120x68 tokens, while CA pools in5,out3,out4 windowed on 60x34 tokens"),
+    (SDXL, Settings(raunet=False), (1928, 1080), "in4,in5,out3,out4,out5 windowed on 121x68 tokens"),
+    (SDXL, Settings(), (256, 32), "in4,in5,out3,out4,out5 windowed on 16x2 tokens, "
+                                  "while CA pools in5,out3,out4 global on 8x1 tokens (a side of 1 cannot be split)"),
+], ids=["sd-1920x1080", "sd-side-1", "sdxl-ca", "sdxl-no-ca", "sdxl-pooled-side-1"])
+def test_describe_says_which_blocks_are_windowed_at_this_size(architecture, settings, size, windows):
+    assert resolve(architecture, settings, *size).describe().endswith(f"; MSW-MSA shift random: {windows}")
 
 
 @pytest.mark.parametrize("settings, message", [
