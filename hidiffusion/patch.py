@@ -4,7 +4,7 @@ The patch is hooks plus one conv's stride/padding/dilation while RAD runs: modul
 `state_dict` keys and weights never change, and removal restores the UNet bit for bit.
 """
 import weakref
-from typing import Optional
+from typing import Callable, Optional
 
 from torch import nn
 
@@ -19,12 +19,20 @@ _patched: "weakref.WeakKeyDictionary[nn.Module, Patch]" = weakref.WeakKeyDiction
 class Patch:
     """HiDiffusion applied to one UNet. Drive it with `set_step`; undo it with `remove`."""
 
-    def __init__(self, unet: nn.Module, plan: Plan, seed: Seeds = 0, row_images: Optional[RowImages] = None):
+    def __init__(self, unet: nn.Module, plan: Plan, seed: Seeds = 0, row_images: Optional[RowImages] = None,
+                 guard: Optional[Callable[[], bool]] = None):
         self._unet = weakref.ref(unet)      # the registry must not keep a dropped model alive
         self.plan = plan
         self.raunet = RAUNet(unet, plan)
         self.window_attention = (WindowAttention(unet, plan, seed, row_images)
                                  if plan.settings.window_attention else None)
+        self.guard = None if guard is None else unet.register_forward_pre_hook(self._guarded(guard))
+
+    def _guarded(self, guard):
+        def hook(unet, args):
+            if not guard():     # this UNet call is not part of the run that applied the patch
+                self.remove()
+        return hook
 
     def set_step(self, step: int, total: int, shift: Optional[int] = None) -> Phase:
         """Switch the modifications for executed step `step` (0-based) of `total` executed steps.
@@ -48,24 +56,29 @@ class Patch:
         self.raunet.remove()
         if self.window_attention is not None:
             self.window_attention.remove()
+        if self.guard is not None:
+            self.guard.remove()
         unet = self._unet()
         if unet is not None and _patched.get(unet) is self:
             del _patched[unet]
 
 
-def apply(unet: nn.Module, plan: Plan, seed: Seeds = 0, row_images: Optional[RowImages] = None) -> Patch:
+def apply(unet: nn.Module, plan: Plan, seed: Seeds = 0, row_images: Optional[RowImages] = None,
+          guard: Optional[Callable[[], bool]] = None) -> Patch:
     """Patch `unet` according to `plan` (from `resolve`), replacing any earlier patch on it.
 
     Nothing changes the UNet's output until `set_step` is called. `seed` makes the window shifts
     reproducible: a shift is a function of (seed, step, block). With one seed per image, each image
     draws its own shifts; `row_images(rows)` gives the image index of each row of a UNet batch of
     `rows` rows (default: row r is image r % len(seed), the webui's [cond..., uncond...] layout).
+    `guard`, if given, is asked before every UNet call; when it answers False the patch removes itself
+    first, so a host whose run died without cleaning up still gets the vanilla UNet in its next use.
     """
     architecture = detect(unet)     # refuses unknown layouts before any hook is installed
     if architecture.layout != plan.architecture.layout:
         raise UnsupportedModel(f"the plan was resolved for {plan.architecture}, this UNet is {architecture}")
     remove(unet)
-    patch = Patch(unet, plan, seed, row_images)
+    patch = Patch(unet, plan, seed, row_images, guard)
     _patched[unet] = patch
     return patch
 

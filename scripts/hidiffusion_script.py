@@ -286,7 +286,8 @@ class Job:
         if self.values["native_guard"] and max(run.width, run.height) <= plan.native_resolution:
             return self.skip(run, f"not applied: {run.width}x{run.height} is not above the native "
                                   f"{plan.native_resolution} px")
-        patch = hidiffusion.apply(unet, plan, seed=image_seed(p))
+        started = shared.state.time_start        # a new task (the next generation, training) starts anew
+        patch = hidiffusion.apply(unet, plan, seed=image_seeds(p), guard=lambda: shared.state.time_start == started)
         self.write_plan(p, plan)
         self.say(f"{run.kind} {run.width}x{run.height}: {plan.describe()}")
         return patch
@@ -321,11 +322,11 @@ def preset_label(preset):
     return next(label for label, key in PRESETS.items() if key == preset)
 
 
-def image_seed(p):
-    for seeds in (getattr(p, "seeds", None), getattr(p, "all_seeds", None)):
-        if seeds:
-            return int(seeds[0])
-    return int(getattr(p, "seed", 0))
+def image_seeds(p):
+    """The seed of each image of the batch being sampled: each image draws its own window shifts, so it
+    can be made again alone from its seed, as the webui promises."""
+    seeds = getattr(p, "seeds", None) or [getattr(p, "seed", 0)]
+    return [int(seed) for seed in seeds]
 
 
 def write_request(p, values):

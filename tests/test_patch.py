@@ -90,6 +90,23 @@ def test_remove_all_heals_every_unet_after_an_error_mid_forward(tiny_unets):
     assert unet.input_blocks[3][0].op.stride == (2, 2)
 
 
+def test_a_guard_that_says_no_removes_the_patch_before_the_unet_runs(tiny_unets):
+    """A host whose run died mid-RAU-Net: the next UNet call that is not part of that run is vanilla."""
+    unet = tiny_unets["sd15"]
+    x = example_inputs(unet, "sd15", 2, 32, 32)
+    hooks, geometry = hook_count(unet), conv_geometry(unet)
+    with torch.no_grad():
+        vanilla = unet(**x)
+        running = [True]
+        patch = apply(unet, resolve(detect(unet), Settings(), 512, 512), guard=lambda: running[0])
+        patch.set_step(0, 10)                                   # RAD and windows on
+        patched_output = unet(**x)
+        assert patched(unet) is patch and not torch.allclose(patched_output, vanilla, atol=1e-3)
+        running[0] = False                                      # the run ended without removing its patch
+        assert torch.equal(unet(**x), vanilla)
+    assert patched(unet) is None and hook_count(unet) == hooks and conv_geometry(unet) == geometry
+
+
 def test_half_precision_stays_half_in_every_phase(tiny_unets):
     """The webui runs GPUs under autocast (fp16/bf16); no HiDiffusion step may upcast. bf16 runs on CPU."""
     unet = tiny_unets["sd15"]

@@ -10,7 +10,7 @@ unless a test asks it to (a pause to interrupt at a known call, an injected fail
   the geometry of every Downsample conv, and a digest of the parameter names.
 
 Routes (JSON): POST /hidiffusion-probe/reset {pause_at_call, raise_at_call}, GET .../calls,
-GET .../state, GET .../paused, POST .../resume.
+GET .../state, GET .../paused, POST .../resume, POST .../train (what training runs, without scripts).
 """
 import hashlib
 import os
@@ -20,7 +20,8 @@ import weakref
 
 from modules import script_callbacks, sd_models, shared
 
-state = {"calls": [], "pause_at_call": None, "raise_at_call": None, "denoiser": {}}
+NO_DENOISER = dict(sigma=None, denoiser_step=None, hr=False, batch=None, model=None)   # a UNet call outside sampling
+state = {"calls": [], "pause_at_call": None, "raise_at_call": None, "denoiser": NO_DENOISER}
 paused, resume = threading.Event(), threading.Event()
 probe_hooks = weakref.WeakKeyDictionary()      # module -> ids of the probe's own hook handles
 hooked_unets = weakref.WeakSet()
@@ -151,7 +152,7 @@ def on_app_started(demo, app):
     @app.post("/hidiffusion-probe/reset")
     def reset(options: dict = None):
         options = options or {}
-        state.update(calls=[], pause_at_call=options.get("pause_at_call"),
+        state.update(calls=[], denoiser=NO_DENOISER, pause_at_call=options.get("pause_at_call"),
                      raise_at_call=options.get("raise_at_call"))
         return {}
 
@@ -167,6 +168,27 @@ def on_app_started(demo, app):
     @app.get("/hidiffusion-probe/paused")
     def is_paused():
         return {"paused": paused.is_set()}
+
+    @app.post("/hidiffusion-probe/train")
+    def train():
+        """The two ways textual-inversion training reaches the UNet, neither through a script: one
+        training forward (`sd_model.forward(latent, cond)`, a loss) and a preview (`process_images` on a
+        `p` without scripts). The webui's own training loop cannot start with torch 2.13 here (its
+        GroupedBatchSampler passes data_source to Sampler.__init__, which no longer takes it)."""
+        import torch
+        from modules import processing
+        model = shared.sd_model
+        shared.state.begin(job="train_embedding")       # as the webui's training entry points do
+        with torch.no_grad():
+            latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+            loss = model.forward(latent, model.cond_stage_model(["a house"]))[0]
+        preview = processing.StableDiffusionProcessingTxt2Img(
+            sd_model=model, prompt="a house", steps=3, width=128, height=128, do_not_save_grid=True,
+            do_not_save_samples=True, do_not_reload_embeddings=True)
+        assert preview.scripts is None
+        processing.process_images(preview)
+        shared.state.end()
+        return {"loss": float(loss)}
 
     @app.post("/hidiffusion-probe/resume")
     def resume_sampling():

@@ -1,0 +1,74 @@
+"""A generation that does not end normally: interrupt, skip, an exception inside the UNet, training.
+
+Each stops a run while RAU-Net is active (the probe pauses sampling at a known denoiser call, so no
+test guesses a duration), then checks that the next plain run gives the plain pixels and that nothing
+of HiDiffusion is left on the model: the kohya Deep Shrink and SD.Next failure, a model stuck patched
+until a restart.
+"""
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from webui_host.scenario import hidiffusion, observed, request
+from webui_host.server import decode
+
+pytestmark = pytest.mark.webui
+
+PAYLOAD = request(steps=6, alwayson_scripts=hidiffusion(t1=0.8))      # RAD for steps 0-3
+
+
+def assert_clean(webui, plain):
+    webui.probe("reset")
+    assert decode(webui.txt2img(**request(steps=6))) == plain
+    assert not any(observed(c)["rad"] or observed(c)["windowed"] for c in webui.probe("calls"))
+    for model in webui.probe("state"):
+        assert model["foreign_hooks"] == [] and model["forward_overrides"] == [], model
+        assert all(conv == [[2, 2], [1, 1], [1, 1]] for conv in model["downsample_convs"].values())
+
+
+def paused_run(webui, at_call, route):
+    """Run PAYLOAD, pause it at denoiser call `at_call`, POST `route` (interrupt or skip), let it go on."""
+    webui.probe("reset", pause_at_call=at_call)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(webui.txt2img, **PAYLOAD)
+        deadline = time.monotonic() + 120
+        while not webui.probe("paused")["paused"]:
+            assert time.monotonic() < deadline and not future.done(), "sampling never reached the pause"
+            time.sleep(0.05)       # polling the probe's flag
+        webui.call(f"/sdapi/v1/{route}", {})
+        webui.probe("resume")
+        return future.result(), webui.probe("calls")
+
+
+@pytest.mark.parametrize("route", ["interrupt", "skip"])
+def test_interrupt_and_skip_in_the_middle_of_raunet(webui, webui_without_extension, route):
+    plain = decode(webui_without_extension.txt2img(**request(steps=6)))
+    response, calls = paused_run(webui, 2, route)
+    assert len(response["images"]) == 1
+    assert [observed(c)["rad"] for c in calls] == [True, True, True]    # stopped after call 2, RAD still on
+    assert_clean(webui, plain)
+
+
+def test_an_exception_inside_the_unet_leaves_nothing_behind(webui, webui_without_extension):
+    plain = decode(webui_without_extension.txt2img(**request(steps=6)))
+    webui.probe("reset", raise_at_call=2)
+    with webui.expect_error("failure injected"):
+        failed = webui.txt2img(**PAYLOAD)
+    assert failed["status"] == 500 and "failure injected" in failed["errors"]
+    assert observed(webui.probe("calls")[1])["rad"]          # it failed with RAU-Net active
+    assert_clean(webui, plain)
+
+
+def test_a_crash_then_training_runs_on_the_vanilla_unet(webui, webui_without_extension):
+    """Textual inversion training and its previews reach the UNet without scripts (no before_process, no
+    postprocess): after a crashed run they must still get the vanilla UNet, not one stuck mid-RAU-Net."""
+    webui.probe("reset", raise_at_call=1)
+    with webui.expect_error("failure injected"):
+        assert webui.txt2img(**PAYLOAD)["status"] == 500
+    webui.probe("reset")
+    webui.probe("train")
+    calls = webui.probe("calls")
+    assert len(calls) == 4 and calls[0]["denoiser_step"] is None      # the training forward, then 3 steps
+    assert not any(observed(c)["rad"] or observed(c)["windowed"] for c in calls)
+    assert_clean(webui, decode(webui_without_extension.txt2img(**request(steps=6))))
