@@ -12,6 +12,14 @@ LABELS = ["HiDiffusion", "RAU-Net", "MSW-MSA", "Model preset", "Auto T1/T2", "T1
           "Only above native resolution", "RAU upsampling", "Window shift", "Extra args (must stay empty)"]
 
 
+def test_installed_as_a_user_installs_it(webui):
+    """A git clone in extensions/, whose install.py the webui ran without a word (nothing was missing)."""
+    extension = webui.data / "extensions" / "sd-webui-hidiffusion"
+    assert (extension / ".git").is_dir() and (extension / "install.py").is_file()
+    assert webui.installer_output == ""
+    assert "sd-webui-hidiffusion" in [e["name"] for e in webui.call("/sdapi/v1/extensions")]
+
+
 def test_script_info_lists_the_args_in_the_documented_order(webui):
     infos = [s for s in webui.call("/sdapi/v1/script-info") if s["name"] == "hidiffusion"]
     assert {s["is_img2img"] for s in infos} == {False, True}
@@ -131,3 +139,15 @@ def test_xyz_refuses_a_plot_with_a_cell_that_cannot_run(webui):
         response = webui.call("/sdapi/v1/txt2img", request(script_name="x/y/z plot", script_args=args,
                                                            alwayson_scripts=hidiffusion()), check=False)
     assert "does not fit this SD1 UNet" in json.dumps(response), response
+
+
+def test_forge_models_are_refused_with_a_message(webui, webui_without_extension):
+    """WebUI Forge keeps its UNet elsewhere (`sd_model.forge_objects`): say so, generate without."""
+    plain = decode(webui_without_extension.txt2img(**request()))
+    webui.probe("forge", on=True)
+    try:
+        response = webui.txt2img(**request(alwayson_scripts=hidiffusion()))
+    finally:
+        webui.probe("forge", on=False)
+    assert "Forge is not supported yet" in info(response)["extra_generation_params"]["HiDiffusion error"]
+    assert decode(response) == plain

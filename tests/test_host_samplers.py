@@ -44,9 +44,10 @@ def init_image(webui):
 
 def run(webui, kind, init_image, sampler, scheduler, overrides, **extra):
     payload = request(sampler_name=sampler, scheduler=scheduler, override_settings=overrides, **PASSES[kind], **extra)
+    webui.settle_rng()
     webui.probe("reset")
     if kind == "img2img":
-        webui.img2img(init_images=[init_image], **payload)
+        webui.call("/sdapi/v1/img2img", dict(payload, init_images=[init_image]))
     else:
         webui.txt2img(**payload)
     calls = webui.probe("calls")

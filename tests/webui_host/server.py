@@ -185,13 +185,19 @@ class Webui:
     def probe(self, route: str, **options):
         """The test probe extension. GET calls, state, paused; POST reset (pause_at_call=, raise_at_call=)
         and resume."""
-        post = route in ("reset", "resume", "train")
+        post = route in ("reset", "resume", "train", "forge")
         return self.call(f"/hidiffusion-probe/{route}", options if post else None, check=False)
 
     def txt2img(self, **payload):
         return self.call("/sdapi/v1/txt2img", payload)
 
+    def settle_rng(self):
+        """img2img samples its VAE encoding from the global torch RNG, which the previous generation left
+        seeded with its last seed: a 1-step txt2img with seed 1 before each img2img makes them comparable."""
+        self.txt2img(prompt="", steps=1, width=64, height=64, seed=1)
+
     def img2img(self, **payload):
+        self.settle_rng()
         return self.call("/sdapi/v1/img2img", payload)
 
 

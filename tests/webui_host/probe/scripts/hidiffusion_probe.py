@@ -10,7 +10,8 @@ unless a test asks it to (a pause to interrupt at a known call, an injected fail
   the geometry of every Downsample conv, and a digest of the parameter names.
 
 Routes (JSON): POST /hidiffusion-probe/reset {pause_at_call, raise_at_call}, GET .../calls,
-GET .../state, GET .../paused, POST .../resume, POST .../train (what training runs, without scripts).
+GET .../state, GET .../paused, POST .../resume, POST .../train (what training runs, without scripts),
+POST .../forge {on} (a Forge-style model marker).
 """
 import hashlib
 import os
@@ -189,6 +190,15 @@ def on_app_started(demo, app):
         processing.process_images(preview)
         shared.state.end()
         return {"loss": float(loss)}
+
+    @app.post("/hidiffusion-probe/forge")
+    def forge(options: dict):
+        """Mark the loaded model the way WebUI Forge's models look (`forge_objects`), or unmark it."""
+        if options.get("on"):
+            shared.sd_model.forge_objects = object()
+        else:
+            vars(shared.sd_model).pop("forge_objects", None)
+        return {}
 
     @app.post("/hidiffusion-probe/resume")
     def resume_sampling():
