@@ -87,7 +87,12 @@ class WindowBlock:
         x = args[0]
         context = kwargs.get("context", args[1] if len(args) > 1 else None)
         h, w = self.grid
-        if not self.owner.enabled or context is not None or x.shape[1] != h * w or not splits_into_windows(h, w):
+        if not self.owner.enabled or not splits_into_windows(h, w):
+            return None
+        reason = ("attn1 gets a context (reference attention)" if context is not None else
+                  "its tokens are merged (Token Merging)" if x.shape[1] != h * w else None)
+        if reason is not None:
+            self.owner.left_global.setdefault(reason, {})[self.name] = None
             return None
         order, inverse, sizes = batch_order(h, w, self.owner.row_shifts(self.name, x.shape[0]), x.device)
         parts = gather_tokens(x, order).split([count * tokens for count, tokens in sizes], dim=1)
@@ -129,6 +134,7 @@ class WindowAttention:
         self.row_images = row_images or (lambda rows: [row % len(self.seeds) for row in range(rows)])
         self.enabled = False
         self.shifts = {}
+        self.left_global = {}       # reason -> {block name: None} of the calls it kept global
         transformers = [(f"in{i}", unet.input_blocks[i][1]) for i in plan.window_input_blocks]
         transformers += [(f"out{i}", unet.output_blocks[i][1]) for i in plan.window_output_blocks]
         self.blocks = [WindowBlock(name, transformer, self) for name, transformer in transformers]

@@ -235,10 +235,19 @@ class Job:
         self.p = weakref.ref(p)
 
     def end_pass(self):
-        if self.current is not None and self.current.patch is not None:
-            self.current.patch.remove()
-            self.current.patch = None
+        if self.current is not None:
+            self.remove_patch(self.current)
         self.current = None
+
+    def remove_patch(self, run):
+        """Take the patch off this pass's UNet, saying which windows the host kept global and why."""
+        if run.patch is None:
+            return
+        windows = run.patch.window_attention
+        for reason, blocks in (windows.left_global.items() if windows is not None else ()):
+            self.note(run, f"MSW-MSA global in {','.join(blocks)}: {reason}")
+        run.patch.remove()
+        run.patch = None
 
     def denoise(self, p, params):
         kind = "hires pass" if getattr(p, "is_hr_pass", False) else "first pass"
@@ -250,8 +259,7 @@ class Job:
             return
         unet = current_unet(p)
         if run.unet is None or run.unet() is not unet:       # first call of the pass, or the refiner swapped
-            if run.patch is not None:
-                run.patch.remove()
+            self.remove_patch(run)
             run.unet = weakref.ref(unet)
             run.patch = self.attach(p, run, unet)
             if run.patch is None:
@@ -259,8 +267,8 @@ class Job:
                 return
         phase = run.patch.set_step(*run.advance(params))
         if not (phase.rad or phase.ca or self.settings.window_attention):   # RAU-Net is over for this pass
-            run.patch.remove()
-            run.patch, run.finished = None, True
+            self.remove_patch(run)
+            run.finished = True
 
     def attach(self, p, run, unet):
         """Resolve and apply for this pass and UNet, or return None and say why not."""

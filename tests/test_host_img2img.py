@@ -1,22 +1,13 @@
 """img2img and inpainting in the real webui: HiDiffusion on the steps the webui really executes."""
-import base64
-import io
-
 import pytest
 from PIL import Image, ImageDraw
 
-from webui_host.scenario import hidiffusion, observed, request
+from webui_host.scenario import hidiffusion, observed, png, request
 from webui_host.server import decode, info
 
 pytestmark = pytest.mark.webui
 
 INPAINTING = {"sd_model_checkpoint": "tiny-sd15-inpainting"}
-
-
-def png(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")

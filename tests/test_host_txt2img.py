@@ -5,7 +5,7 @@ RAD shows as a skip of a quarter instead of half the size, windows as four times
 """
 import pytest
 
-from webui_host.scenario import halved, hidiffusion, observed, request
+from webui_host.scenario import assert_clean, halved, hidiffusion, observed, request
 from webui_host.server import decode, info
 
 pytestmark = pytest.mark.webui
@@ -17,17 +17,9 @@ def generate(server, **payload):
     return response, server.probe("calls")
 
 
-def clean(server):
-    """The loaded model as a run without HiDiffusion leaves it: no hook but the probe's, vanilla convs."""
-    for model in server.probe("state"):
-        assert model["foreign_hooks"] == [] and model["forward_overrides"] == [], model
-        assert all(conv == [[2, 2], [1, 1], [1, 1]] for conv in model["downsample_convs"].values()), model
-    return server.probe("state")
-
-
 def test_disabled_is_no_extension_enabled_differs_reproducibly_and_the_model_is_restored(webui, webui_without_extension):
     plain = decode(webui_without_extension.txt2img(**request()))
-    before = clean(webui)
+    before = assert_clean(webui)
     assert decode(webui.txt2img(**request())) == plain
     assert decode(webui.txt2img(**request(alwayson_scripts={"HiDiffusion": {"args": [False]}}))) == plain
 
@@ -39,7 +31,7 @@ def test_disabled_is_no_extension_enabled_differs_reproducibly_and_the_model_is_
 
     after, calls = generate(webui, **request())
     assert decode(after) == plain and not any(observed(c)["rad"] or observed(c)["windowed"] for c in calls)
-    assert clean(webui) == before                # same hooks, geometry, parameter names and state_dict keys
+    assert assert_clean(webui) == before                # same hooks, geometry, parameter names and state_dict keys
 
     params = info(enabled)["extra_generation_params"]
     assert {k: v for k, v in params.items() if k.startswith("HiDiffusion")} == {
@@ -67,7 +59,7 @@ def test_hires_fix_apply_to(webui, webui_without_extension, upscaler, passes, fi
     assert [observed(c)["rad"] for c in calls if c["hr"]][:1] == [hires]
     assert info(response)["extra_generation_params"]["HiDiffusion passes"] == passes
     assert decode(webui.txt2img(**payload)) == plain
-    clean(webui)
+    assert_clean(webui)
 
 
 def test_native_guard_skips_the_native_first_pass_and_runs_the_hires_pass(webui, webui_without_extension):

@@ -7,8 +7,9 @@ and the block layout (what HiDiffusion recognises) is the real one. Weights are 
 (ldm/sgm zero-initialise output layers; a fresh model would draw flat images).
 
 Text encoders: a tiny CLIP-L folder (config, weights, a tokenizer generated from open_clip's bundled BPE)
-named in the yamls, and a tiny open_clip architecture registered as a model config, so SD2.x and SDXL
-build their OpenCLIP encoders with `pretrained=None` and nothing is downloaded.
+named in the yamls, and a tiny open_clip architecture written beside open_clip's own model configs in
+this venv, so SD2.x and SDXL build their OpenCLIP encoders with `pretrained=None` and nothing is
+downloaded.
 """
 import gzip
 import json
@@ -114,14 +115,13 @@ def calibrate_decoder(model: torch.nn.Module, spread: float = 0.3) -> None:
         decoder.conv_out.weight /= model.decode_first_stage(latent).std() / spread
 
 
-def register_open_clip(out: Path) -> Path:
-    """The tiny OpenCLIP architecture as an open_clip model config (the webui's process registers the same
-    file through the test probe extension)."""
+def register_open_clip() -> None:
+    """The tiny OpenCLIP architecture as a model config beside open_clip's own, so that every process
+    of this venv (the webui, with or without extensions) knows it by name."""
     import open_clip
-    path = out / f"{TINY_OPEN_CLIP}.json"
+    path = Path(open_clip.__file__).with_name("model_configs") / f"{TINY_OPEN_CLIP}.json"
     path.write_text(json.dumps(OPEN_CLIP_CONFIG))
     open_clip.add_model_config(path)
-    return path
 
 
 def build(webui: Path, out: Path) -> None:
@@ -131,7 +131,7 @@ def build(webui: Path, out: Path) -> None:
 
     clip_l = out / CLIP_L
     write_clip_l(clip_l)
-    register_open_clip(out)
+    register_open_clip()
     checkpoints = out / "Stable-diffusion"
     checkpoints.mkdir()
     for seed, (name, (config_path, overrides)) in enumerate(MODELS.items()):

@@ -3,6 +3,8 @@
 Sizes are small so that a generation takes a fraction of a second on the tiny models; the native-size
 guard is off wherever HiDiffusion must run below 512 px.
 """
+import base64
+import io
 import math
 
 PROMPT = "a lighthouse on a cliff at dusk"
@@ -46,3 +48,23 @@ def observed(call: dict, layout: str = "sd") -> dict:
 def phases(calls, layout: str = "sd"):
     """[(noise level, RAD on, CA on)] per UNet call."""
     return [(c["sigma"], observed(c, layout)["rad"], observed(c, layout)["ca"]) for c in calls]
+
+
+def png(image) -> str:
+    """A PIL image as the base64 PNG the API takes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def assert_clean(server, baseline=None):
+    """The loaded models as a run without HiDiffusion leaves them: vanilla Downsample convs, and no hook
+    or instance forward but the probe's (or exactly `baseline`, when another feature keeps its own)."""
+    state = server.probe("state")
+    for model in state:
+        assert all(conv == [[2, 2], [1, 1], [1, 1]] for conv in model["downsample_convs"].values()), model
+        if baseline is None:
+            assert model["foreign_hooks"] == [] and model["forward_overrides"] == [], model
+    if baseline is not None:
+        assert state == baseline
+    return state

@@ -106,8 +106,7 @@ class Webui:
                    "--data-dir", str(self.data), "--ckpt", str(self.checkpoint), "--port", str(self.port),
                    "--server-name", "127.0.0.1", "--nowebui" if self.mode == "api" else "--api"]
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
-                   OMP_WAIT_POLICY="PASSIVE",        # a busy machine: no spinning threads
-                   HIDIFFUSION_PROBE_OPEN_CLIP=str(self.host.models / "hidiffusion-tiny.json"))
+                   OMP_WAIT_POLICY="PASSIVE")        # a busy machine: no spinning threads
         for name in ("PYTHONPATH", "VIRTUAL_ENV"):
             env.pop(name, None)
         self.process = subprocess.Popen(command, cwd=self.host.webui, env=env, stdout=open(self.log_path, "w"),

@@ -28,14 +28,6 @@ probe_hooks = weakref.WeakKeyDictionary()      # module -> ids of the probe's ow
 hooked_unets = weakref.WeakSet()
 
 
-def register_tiny_open_clip():
-    """The tiny OpenCLIP architecture of the test checkpoints (written by checkpoints.py)."""
-    path = os.environ.get("HIDIFFUSION_PROBE_OPEN_CLIP")
-    if path:
-        import open_clip
-        open_clip.add_model_config(path)
-
-
 def shape(tensor):
     return list(tensor.shape)
 
@@ -206,6 +198,5 @@ def on_app_started(demo, app):
         return {}
 
 
-register_tiny_open_clip()
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 script_callbacks.on_app_started(on_app_started)
