@@ -30,10 +30,11 @@ class RAUNet:
         self.input_sizes = {}          # Downsample block index -> spatial size of its input
         self.upsample_inputs = {}      # Upsample block index -> the tensor it was called with
         self.size_before_pool = None
-        self.rad_conv = None
-        self.vanilla_conv = None
+        self.rad_convs = {}            # the RAD conv, and convs that must share its geometry -> their own
 
         downsamples = [i for i, block in enumerate(unet.input_blocks) if type(block[0]).__name__ == "Downsample"]
+        self.downsample_convs = {i: unet.input_blocks[i][0].op for i in downsamples}
+        self.input_blocks = len(unet.input_blocks)
         upsamples = [i for i, block in enumerate(unet.output_blocks) if type(block[-1]).__name__ == "Upsample"]
         for down in downsamples:
             self.hooks.append(unet.input_blocks[down][0].register_forward_pre_hook(self._record_input(down)))
@@ -44,19 +45,60 @@ class RAUNet:
             self.hooks.append(upsample.conv.register_forward_pre_hook(self._resize_to_skip(up, down)))
 
         if plan.rad_input_block is not None:
-            self.rad_conv = unet.input_blocks[plan.rad_input_block][0].op
-            self.vanilla_conv = {name: getattr(self.rad_conv, name) for name in RAD_CONV}
+            self.add_rad_twin(unet.input_blocks[plan.rad_input_block][0].op)
         self.hooks.append(unet.input_blocks[plan.ca_input_block].register_forward_hook(self._pool))
         self.hooks.append(unet.output_blocks[plan.ca_output_block].register_forward_hook(self._unpool))
 
     def set_phase(self, phase: Phase) -> None:
-        if self.rad_conv is not None and phase.rad != self.phase.rad:
-            for name, value in (RAD_CONV if phase.rad else self.vanilla_conv).items():
-                setattr(self.rad_conv, name, value)
+        if phase.rad != self.phase.rad:
+            for conv, vanilla in self.rad_convs.items():
+                self._set_geometry(conv, RAD_CONV if phase.rad else vanilla)
         self.phase = phase
+
+    @staticmethod
+    def _set_geometry(conv, geometry):
+        for name, value in geometry.items():
+            setattr(conv, name, value)
+
+    def add_rad_twin(self, conv: nn.Conv2d) -> None:
+        """A conv that runs on the RAD conv's input beside it (a LoRA's down projection added to its
+        output, say) follows its stride, padding and dilation, so that both outputs keep one size."""
+        if conv not in self.rad_convs:
+            self.rad_convs[conv] = {name: getattr(conv, name) for name in RAD_CONV}
+            if self.phase.rad:
+                self._set_geometry(conv, RAD_CONV)
+
+    def skip_sizes(self, height: int, width: int) -> list:
+        """The spatial size of every input block's output (the skips) and of the middle block's, for a
+        latent of height x width with the modifications of the current phase."""
+        size, sizes = (height, width), []
+        for index in range(self.input_blocks):
+            conv = self.downsample_convs.get(index)
+            if conv is not None:
+                size = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in
+                             zip(size, conv.padding, conv.dilation, conv.kernel_size, conv.stride))
+            if index == self.plan.ca_input_block and self.phase.ca:
+                size = tuple(-(-s // 2) for s in size)      # avg-pool 2x2 with ceil
+            sizes.append(size)
+        return sizes + [size]
+
+    def follow_residuals(self, module: nn.Module) -> None:
+        """`module` returns one residual per skip plus one for the middle block, computed at the full
+        latent size (ControlNet): resize them to this phase's feature sizes, averaging over the area,
+        so that each lands on a feature of its own size instead of being resized by the host."""
+        self.hooks.append(module.register_forward_hook(self._resize_residuals, with_kwargs=True))
+
+    def _resize_residuals(self, module, args, kwargs, residuals):
+        if not (self.phase.rad or self.phase.ca) or len(residuals) != self.input_blocks + 1:
+            return None
+        latent = kwargs["x"] if "x" in kwargs else args[0]
+        sizes = self.skip_sizes(*latent.shape[-2:])
+        return [r if tuple(r.shape[-2:]) == size else F.interpolate(r, size=size, mode="area")
+                for r, size in zip(residuals, sizes)]
 
     def remove(self) -> None:
         self.set_phase(Phase(rad=False, ca=False))
+        self.rad_convs.clear()
         for hook in self.hooks:
             hook.remove()
         self.hooks = []

@@ -90,7 +90,7 @@ class WindowBlock:
         if not self.owner.enabled or not splits_into_windows(h, w):
             return None
         reason = ("attn1 gets a context (reference attention)" if context is not None else
-                  "its tokens are merged (Token Merging)" if x.shape[1] != h * w else None)
+                  "its tokens are merged (Token Merging)" if x.shape[1] != h * w else self.owner.kept_global.get(attn))
         if reason is not None:
             self.owner.left_global.setdefault(reason, {})[self.name] = None
             return None
@@ -135,9 +135,14 @@ class WindowAttention:
         self.enabled = False
         self.shifts = {}
         self.left_global = {}       # reason -> {block name: None} of the calls it kept global
+        self.kept_global = {}       # attn1 -> why the host needs it to see the whole grid
         transformers = [(f"in{i}", unet.input_blocks[i][1]) for i in plan.window_input_blocks]
         transformers += [(f"out{i}", unet.output_blocks[i][1]) for i in plan.window_output_blocks]
         self.blocks = [WindowBlock(name, transformer, self) for name, transformer in transformers]
+
+    def keep_global(self, attn: nn.Module, reason: str) -> None:
+        """Leave the calls of this attn1 global: something the host added inside it needs the whole grid."""
+        self.kept_global[attn] = reason
 
     def set_step(self, step: int, forced_shift=None) -> None:
         """Choose each block's shift per image for this step: the same for every UNet call within the step."""

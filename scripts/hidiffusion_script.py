@@ -8,10 +8,12 @@ it. Stale patches (an exception skips `postprocess`) are healed at the next run 
 import copy
 import dataclasses
 import functools
+import sys
 import weakref
 from typing import Any, Callable, Optional
 
 import gradio as gr
+from torch import nn
 
 import hidiffusion  # imported at load time: the extension folder is on sys.path only now
 from modules import script_callbacks, scripts, shared
@@ -210,6 +212,7 @@ class Pass:
         self.step = 0               # the furthest step reached: Restart and PLMS revisit higher noise
         self.unet = None            # weakref to the UNet this pass saw last
         self.patch = None
+        self.lllite = []            # ControlNet-LLLite modules whose conditioning follows the phase
         self.finished = False
 
     def advance(self, params):
@@ -265,7 +268,11 @@ class Job:
             if run.patch is None:
                 run.finished = True
                 return
+        before = run.patch.phase
         phase = run.patch.set_step(*run.advance(params))
+        if phase != before:
+            for module in run.lllite:       # its cached conditioning has the previous phase's token count
+                module.cond_emb = None
         if not (phase.rad or phase.ca or self.settings.window_attention):   # RAU-Net is over for this pass
             self.remove_patch(run)
             run.finished = True
@@ -275,20 +282,17 @@ class Job:
         wanted = self.values["passes"]
         if wanted != "Both" and wanted.lower() != run.kind:
             return self.skip(run, f"not applied: set to {wanted.lower()} only")
+        control = controlnet_units(p, unet)
         try:
             architecture = hidiffusion.detect(unet)
-            settings = self.settings
-            if settings.raunet and getattr(unet, "_original_forward", None) is not None:   # sd-webui-controlnet
-                if architecture.inpainting:
-                    # ControlNet adds its residuals to a 9-channel UNet's skips before resizing them, which
-                    # raises with RAU-Net's smaller features. MSW-MSA keeps every shape.
-                    settings = dataclasses.replace(settings, raunet=False)
-                    self.note(run, "RAU-Net off: ControlNet with an inpainting model")
-                    if not settings.window_attention:
-                        return self.skip(run, "not applied: RAU-Net off for ControlNet with an inpainting model")
-                else:
-                    self.note(run, "ControlNet resizes its residuals to RAU-Net's smaller features")
-            plan = hidiffusion.resolve(architecture, settings, run.width, run.height)
+            plan = hidiffusion.resolve(architecture, self.settings, run.width, run.height)
+            conflict = raunet_conflict(control, architecture, unet, plan)
+            if conflict and plan.settings.raunet:
+                self.note(run, f"RAU-Net off: {conflict}")
+                plan = hidiffusion.resolve(architecture, dataclasses.replace(self.settings, raunet=False),
+                                           run.width, run.height)
+                if not plan.settings.window_attention:
+                    return self.skip(run, f"not applied: RAU-Net off ({conflict}) and MSW-MSA off")
         except ValueError as e:    # UnsupportedModel, or a preset that does not fit this UNet
             return self.skip(run, f"not applied: {e}")
         if self.values["native_guard"] and max(run.width, run.height) <= plan.native_resolution:
@@ -296,6 +300,7 @@ class Job:
                                   f"{plan.native_resolution} px")
         started = shared.state.time_start        # a new task (the next generation, training) starts anew
         patch = hidiffusion.apply(unet, plan, seed=image_seeds(p), guard=lambda: shared.state.time_start == started)
+        run.lllite = fit_extensions(patch, control, unet, plan)
         self.write_plan(p, plan)
         self.say(f"{run.kind} {run.width}x{run.height}: {plan.describe()}")
         return patch
@@ -335,6 +340,59 @@ def image_seeds(p):
     can be made again alone from its seed, as the webui promises."""
     seeds = getattr(p, "seeds", None) or [getattr(p, "seed", 0)]
     return [int(seed) for seed in seeds]
+
+
+# --- other extensions whose work meets RAU-Net's smaller features or MSW-MSA's windows -----------------
+
+def controlnet_units(p, unet):
+    """The units sd-webui-controlnet hooked into this UNet for this generation (its ControlParams)."""
+    if getattr(unet, "_original_forward", None) is None:        # what its hook leaves while it is active
+        return []
+    script = next((s for s in getattr(p.scripts, "alwayson_scripts", ()) if s.title() == "ControlNet"), None)
+    return list(getattr(getattr(script, "latest_network", None), "control_params", None) or [])
+
+
+def functional_lora(conv):
+    """The Lora extension's modules that add their own output to `conv`'s (its "functional" mode)."""
+    networks = sys.modules.get("networks")      # the built-in Lora extension, when loaded
+    name = getattr(conv, "network_layer_name", None)
+    if networks is None or name is None or not shared.opts.data.get("lora_functional", False):
+        return []
+    return [network.modules[name] for network in networks.loaded_networks if name in network.modules]
+
+
+def raunet_conflict(control, architecture, unet, plan):
+    """Why RAU-Net cannot run with what another extension added, or None."""
+    kinds = {param.control_model_type.name for param in control}
+    if architecture.inpainting and "T2I_Adapter" in kinds:
+        # sd-webui-controlnet pads a T2I-Adapter's features to a 9-channel UNet's before resizing them
+        return "a T2I-Adapter with an inpainting model"
+    if plan.rad_input_block is not None:
+        rad_conv = unet.input_blocks[plan.rad_input_block][0].op
+        others = [type(m).__name__ for m in functional_lora(rad_conv) if not isinstance(getattr(m, "down_model", None), nn.Conv2d)]
+        if others:
+            return f"a functional-mode {others[0]} network on the strided downsampler"
+    return None
+
+
+def fit_extensions(patch, control, unet, plan):
+    """Make other extensions' additions follow the patch; return the ControlNet-LLLite modules, whose
+    cached conditioning must be recomputed whenever the phase changes the features' sizes."""
+    lllite = []
+    for param in control:
+        kind = param.control_model_type
+        if getattr(kind, "is_controlnet", False):
+            patch.raunet.follow_residuals(param.control_model)
+        if kind.name == "Controlllite":
+            lllite += list(param.control_model.modules.values())
+    if plan.rad_input_block is not None:
+        for module in functional_lora(unet.input_blocks[plan.rad_input_block][0].op):
+            patch.raunet.add_rad_twin(module.down_model)
+    if patch.window_attention is not None and lllite:
+        for name, attn in unet.named_modules():
+            if name.endswith("attn1") and any(getattr(getattr(attn, f"to_{p}"), "lllite_list", None) for p in "qkv"):
+                patch.window_attention.keep_global(attn, "ControlNet-LLLite conditions its projections on the whole grid")
+    return lllite
 
 
 def write_request(p, values):

@@ -153,3 +153,73 @@ def test_any_size_gives_exact_skips_in_every_phase(unet, inputs, skip_pairs, lat
                 assert [h for h, _ in skip_pairs] == [skip for _, skip in skip_pairs]
     finally:
         patch.remove()
+
+
+@pytest.mark.parametrize("latent", [(64, 64), (38, 50), (9, 15)])
+def test_skip_sizes_are_the_sizes_the_unet_produces(unet, inputs, block_sizes, latent):
+    """What a ControlNet-style residual must be resized to, known before the UNet runs."""
+    x = inputs(*latent, batch=1)
+    plan = resolve(detect(unet), SETTINGS, latent[1] * 8, latent[0] * 8)
+    patch = apply(unet, plan)
+    try:
+        for step in PHASE_STEPS:
+            patch.set_step(step, 10)
+            predicted = patch.raunet.skip_sizes(*latent)
+            with torch.no_grad():
+                unet(**x)
+            produced = [block_sizes["in", i] for i in range(len(unet.input_blocks))]
+            assert predicted == produced + [produced[-1]]
+    finally:
+        patch.remove()
+
+
+class Residuals(torch.nn.Module):
+    """A ControlNet stand-in: one full-size residual per skip plus the middle, from the latent alone."""
+
+    def __init__(self, vanilla_sizes, channels):
+        super().__init__()
+        self.shapes = list(zip(vanilla_sizes, channels))
+
+    def forward(self, x, hint=None):
+        return [torch.ones(x.shape[0], c, *size) for size, c in self.shapes]
+
+
+def test_residuals_follow_the_phase_and_land_on_features_of_their_own_size(tiny_unets):
+    unet = tiny_unets["sd15"]
+    latent = (38, 50)
+    plan = resolve(detect(unet), SETTINGS, 400, 304)
+    patch = apply(unet, plan)
+    try:
+        vanilla = patch.raunet.skip_sizes(*latent)
+        channels = [32] * 4 + [64] * 3 + [128] * 6
+        control = Residuals(vanilla, channels)
+        patch.raunet.follow_residuals(control)
+        x = torch.zeros(2, 4, *latent)
+        for step in PHASE_STEPS:
+            patch.set_step(step, 10)
+            residuals = control(x=x)
+            assert [tuple(r.shape[-2:]) for r in residuals] == patch.raunet.skip_sizes(*latent)
+            assert all(torch.equal(r, torch.ones_like(r)) for r in residuals)    # averaged ones stay ones
+        assert step == 8 and [tuple(r.shape[-2:]) for r in residuals] == vanilla
+    finally:
+        patch.remove()
+    assert not control._forward_hooks
+
+
+def test_a_rad_twin_follows_the_rad_conv_and_is_restored(tiny_unets):
+    """A LoRA's down projection beside the RAD conv (the Lora extension's functional mode) keeps its size."""
+    unet = tiny_unets["sd15"]
+    op = unet.input_blocks[3][0].op
+    twin = torch.nn.Conv2d(op.in_channels, 4, 3, stride=2, padding=1, bias=False)
+    patch = apply(unet, resolve(detect(unet), SETTINGS, 512, 512))
+    try:
+        patch.set_step(0, 10)                                            # RAD on before the twin arrives
+        patch.raunet.add_rad_twin(twin)
+        x = torch.randn(1, op.in_channels, 37, 45)
+        assert op(x).shape[-2:] == twin(x).shape[-2:] == (10, 12)
+        patch.set_step(9, 10)
+        assert op(x).shape[-2:] == twin(x).shape[-2:] == (19, 23)
+        patch.set_step(0, 10)
+    finally:
+        patch.remove()
+    assert (twin.stride, twin.padding, twin.dilation) == ((2, 2), (1, 1), (1, 1))

@@ -254,3 +254,21 @@ def test_deterministic_shift_modes(tiny_unets, mode):
         shifts.append(set(patch.window_attention.shifts.values()))
     patch.remove()
     assert shifts == ([{(s % 4,)} for s in range(6)] if mode == "rotate" else [{(0,)}] * 6)
+
+
+def test_an_attn1_kept_global_runs_on_the_whole_grid_and_is_reported(tiny_unets):
+    unet = tiny_unets["sd15"]
+    attn = unet.input_blocks[1][1].transformer_blocks[0].attn1
+    seen = []
+    hook = attn.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    patch = apply(unet, resolve(detect(unet), Settings(raunet=False), 512, 512))
+    try:
+        patch.window_attention.keep_global(attn, "something inside needs the whole grid")
+        patch.set_step(0, 10)
+        with torch.no_grad():
+            unet(**example_inputs(unet, "sd15", 2, 32, 32))
+    finally:
+        patch.remove()
+        hook.remove()
+    assert seen == [(2, 32 * 32, 32)]
+    assert patch.window_attention.left_global == {"something inside needs the whole grid": {"in1": None}}

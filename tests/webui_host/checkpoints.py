@@ -1,6 +1,6 @@
 """Tiny random checkpoints the real webui loads offline, each with the narrowed `.yaml` beside it.
 
-Run by the test webui's own interpreter (`python checkpoints.py WEBUI_DIR OUT_DIR`): every model is
+Run by the test webui's own interpreter (`python checkpoints.py WEBUI_DIR CONTROLNET_DIR OUT_DIR`): every model is
 built from the webui's own config file through ldm/sgm's `instantiate_from_config`, with the widths
 narrowed and everything else untouched, so the checkpoint keys are exactly the ones the webui expects
 and the block layout (what HiDiffusion recognises) is the real one. Weights are random and non-zero
@@ -35,6 +35,8 @@ CLIP_L_CONFIG = dict(vocab_size=49408, hidden_size=TINY_CLIP_WIDTH, intermediate
 VAE = {"first_stage_config.params.ddconfig": {"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1}}
 SD1 = {**VAE, "use_ema": False, "unet_config.params": {"model_channels": 32, "num_heads": 4, "context_dim": TINY_CLIP_WIDTH},
        "cond_stage_config.params": {"version": CLIP_L}}
+# The real SD1.5 widths, for sd-webui-controlnet: its ControlNet config is fixed at 320 channels.
+SD1_WIDE = {**SD1, "unet_config.params": {"model_channels": 320, "num_heads": 8, "context_dim": TINY_CLIP_WIDTH}}
 SD2 = {**VAE, "unet_config.params": {"model_channels": 32, "num_head_channels": 8, "context_dim": TINY_OPEN_CLIP_WIDTH},
        "cond_stage_config.params": {"arch": TINY_OPEN_CLIP, "version": None}}
 SDXL_UNET = {"model_channels": 32, "num_head_channels": 16}
@@ -55,12 +57,28 @@ SDXL_REFINER = {**SGM_VAE, "network_config.params": dict(SDXL_UNET, transformer_
 MODELS = {
     "tiny-sd15": ("configs/v1-inference.yaml", SD1),
     "tiny-sd15-inpainting": ("configs/v1-inpainting-inference.yaml", SD1),
+    "tiny-sd15-wide": ("configs/v1-inference.yaml", SD1_WIDE),
+    "tiny-sd15-wide-inpainting": ("configs/v1-inpainting-inference.yaml", SD1_WIDE),
     "tiny-sd21-v": ("repositories/stable-diffusion-stability-ai/configs/stable-diffusion/v2-inference-v.yaml", SD2),
     "tiny-sdxl": ("repositories/generative-models/configs/inference/sd_xl_base.yaml", SDXL),
     "tiny-sdxl-inpainting": ("configs/sd_xl_inpaint.yaml", SDXL),
     "tiny-sdxl-refiner": ("repositories/generative-models/configs/inference/sd_xl_refiner.yaml", SDXL_REFINER),
 }
 REPOSITORIES = ("stable-diffusion-stability-ai", "generative-models", "k-diffusion")
+
+# sd-webui-controlnet 1.1.455 builds every SD1.x ControlNet with this configuration (controlnet_model_guess.py);
+# only the context width and hint channels come from the file.
+CONTROLNET_SD15 = dict(in_channels=4, model_channels=320, hint_channels=3, num_res_blocks=2,
+                       attention_resolutions=[1, 2, 4], transformer_depth=[1, 1, 1, 0], channel_mult=[1, 2, 4, 4],
+                       transformer_depth_middle=1, use_linear_in_transformer=False, context_dim=TINY_CLIP_WIDTH,
+                       num_heads=8, global_average_pooling=False, adm_in_channels=None, use_fp16=False)
+LORA_RANK = 4
+LLLITE = dict(cond_emb_dim=32, mlp_dim=16)
+# The SDXL attention projections the tiny LLLite conditions: windowed level-1 blocks and a level-2 block.
+LLLITE_PROJECTIONS = [f"{blocks}.{index}.1.transformer_blocks.0.{attn}.{proj}"
+                      for blocks, index in (("input_blocks", 4), ("input_blocks", 5), ("input_blocks", 7),
+                                            ("output_blocks", 3), ("output_blocks", 4))
+                      for attn, proj in (("attn1", "to_q"), ("attn1", "to_k"), ("attn1", "to_v"), ("attn2", "to_q"))]
 
 
 def write_clip_l(folder: Path) -> None:
@@ -124,29 +142,103 @@ def register_open_clip() -> None:
     open_clip.add_model_config(path)
 
 
-def build(webui: Path, out: Path) -> None:
-    from omegaconf import OmegaConf
+def load_module(path: Path):
+    """A module of sd-webui-controlnet by file: its package name clashes with the webui's `scripts`."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"controlnet_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save(tensors: dict, path: Path) -> None:
     from safetensors.torch import save_file
+    path.parent.mkdir(exist_ok=True)
+    save_file({k: v.detach().half().contiguous() for k, v in tensors.items()}, path)
+    print(f"{path.name}: {sum(v.numel() for v in tensors.values()) / 1e6:.1f} M values")
+
+
+def diffusers_lora_name(compvis: str) -> str:
+    """A kohya LoRA key in the diffusers naming most SD1.x LoRAs use, for a compvis module name."""
+    parts = compvis.split(".")
+    if parts[0] == "middle_block":
+        prefix, rest = "mid_block_attentions_0", parts[2:]
+    else:
+        index = int(parts[1])
+        level, position = divmod(index - 1, 3) if parts[0] == "input_blocks" else divmod(index, 3)
+        kind = "down" if parts[0] == "input_blocks" else "up"
+        prefix, rest = f"{kind}_blocks_{level}_attentions_{position}", parts[3:]
+    return "lora_unet_" + "_".join([prefix] + rest)
+
+
+def build_lora(unet: torch.nn.Module, out: Path) -> None:
+    """A LoRA on every attention projection of a tiny SD1.5, and a LoCon on the Downsample conv that RAD
+    changes (`lora_unet_down_blocks_0_downsamplers_0_conv`), in the key format the Lora extension loads."""
+    generator = torch.Generator().manual_seed(7)
+    tensors = {}
+
+    def add(key, weight):
+        down_shape = (LORA_RANK, *weight.shape[1:])
+        up_shape = (weight.shape[0], LORA_RANK) + (1,) * (weight.dim() - 2)
+        tensors[f"{key}.lora_down.weight"] = torch.randn(down_shape, generator=generator) * weight[0].numel() ** -0.5
+        tensors[f"{key}.lora_up.weight"] = torch.randn(up_shape, generator=generator) * LORA_RANK ** -0.5
+        tensors[f"{key}.alpha"] = torch.tensor(float(LORA_RANK))
+
+    for name, module in unet.named_modules():
+        if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0")) and ".1.transformer_blocks." in name:
+            add(diffusers_lora_name(name), module.weight)
+    add("lora_unet_down_blocks_0_downsamplers_0_conv", unet.input_blocks[3][0].op.weight)
+    save(tensors, out / "Lora" / "tiny-lora.safetensors")
+
+
+def build_controlnet(controlnet: Path, out: Path) -> None:
+    """An SD1.5 ControlNet built by sd-webui-controlnet's own class, random and non-zero (its zero
+    convolutions too, or the control would add nothing)."""
+    network = load_module(controlnet / "scripts" / "cldm.py").ControlNet(**CONTROLNET_SD15)
+    randomize(network, 11)
+    save(network.state_dict(), out / "ControlNet" / "tiny-controlnet-sd15.safetensors")
+
+
+def build_lllite(unet: torch.nn.Module, controlnet: Path, out: Path) -> None:
+    """A kohya ControlNet-LLLite for the tiny SDXL, built from sd-webui-controlnet's LLLiteModule."""
+    lllite = load_module(controlnet / "scripts" / "controlnet_lllite.py")
+    tensors = {}
+    for path in LLLITE_PROJECTIONS:
+        projection = unet.get_submodule(path)
+        depth = 2 if path.startswith(("input_blocks.4", "input_blocks.5", "output_blocks")) else 3  # image/16, /32
+        name = "lllite_unet_" + path.replace(".", "_")
+        module = lllite.LLLiteModule(name, False, projection.in_features, depth, **LLLITE)
+        randomize(module, len(tensors))
+        tensors.update({f"{name}.{key}": value for key, value in module.state_dict().items()})
+    save(tensors, out / "ControlNet" / "tiny-lllite-sdxl.safetensors")
+
+
+def build(webui: Path, controlnet: Path, out: Path) -> None:
+    from omegaconf import OmegaConf
     from sgm.util import instantiate_from_config
 
     clip_l = out / CLIP_L
     write_clip_l(clip_l)
     register_open_clip()
-    checkpoints = out / "Stable-diffusion"
-    checkpoints.mkdir()
     for seed, (name, (config_path, overrides)) in enumerate(MODELS.items()):
         config = narrowed_config(webui, config_path, overrides, clip_l)
         model = instantiate_from_config(config.model).eval()
         randomize(model, seed)
         calibrate_decoder(model)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, checkpoints / f"{name}.safetensors")
-        (checkpoints / f"{name}.yaml").write_text(OmegaConf.to_yaml(config))
-        print(f"{name}: {sum(v.numel() for v in state.values()) / 1e6:.1f} M values")
+        save(model.state_dict(), out / "Stable-diffusion" / f"{name}.safetensors")
+        (out / "Stable-diffusion" / f"{name}.yaml").write_text(OmegaConf.to_yaml(config))
+        if name == "tiny-sd15":
+            build_lora(model.model.diffusion_model, out)
+        if name == "tiny-sdxl":
+            build_lllite(model.model.diffusion_model, controlnet, out)
+        del model
+    build_controlnet(controlnet, out)
 
 
 if __name__ == "__main__":
-    webui_dir, out_dir = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-    sys.path[:0] = [str(webui_dir)] + [str(webui_dir / "repositories" / r) for r in REPOSITORIES]
+    webui_dir, controlnet_dir, out_dir = (Path(arg).resolve() for arg in sys.argv[1:4])
+    sys.argv = sys.argv[:1]         # the webui modules cldm.py imports parse the command line
+    # cldm.py imports `scripts.controlnet_core`: sd-webui-controlnet's scripts folder, beside the webui's
+    sys.path[:0] = [str(webui_dir)] + [str(webui_dir / "repositories" / r) for r in REPOSITORIES] + [str(controlnet_dir)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    build(webui_dir, out_dir)
+    build(webui_dir, controlnet_dir, out_dir)

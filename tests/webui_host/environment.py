@@ -21,7 +21,6 @@ import sysconfig
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -42,7 +41,7 @@ class Host:
     webui: Path                  # the webui tree (launch.py)
     python: Path                 # the interpreter of its venv
     models: Path                 # the tiny checkpoints, each with its .yaml
-    controlnet: Optional[Path]   # an sd-webui-controlnet tree to install as an extension
+    controlnet: Path             # the sd-webui-controlnet tree to install as an extension
 
 
 def sources() -> Path:
@@ -126,32 +125,32 @@ def _fresh(folder: Path, build, *args) -> Path:
     return folder
 
 
-def _build_models(folder: Path, webui: Path, python: Path, log: Path) -> None:
-    _run(python, HERE / "checkpoints.py", webui, folder, cwd=webui, log=log)
+def _build_models(folder: Path, webui: Path, python: Path, controlnet: Path, log: Path) -> None:
+    _run(python, HERE / "checkpoints.py", webui, controlnet, folder, cwd=webui, log=log)
 
 
 def host() -> Host:
     """Build (or find) the webui, its venv and the tiny checkpoints; raise HostUnavailable saying why not."""
     tarballs = sources()
+    needed = [CONTROLNET_TARBALL] + ([] if os.environ.get("WEBUI_DIR") else [WEBUI_TARBALL])
+    missing = [t for t in needed if not (tarballs / t).exists()]
+    if missing:
+        raise HostUnavailable(f"no {', '.join(missing)} in WEBUI_SOURCES={tarballs}")
     if os.environ.get("WEBUI_DIR"):
         webui = Path(os.environ["WEBUI_DIR"]).resolve()
         python = Path(os.environ.get("WEBUI_PYTHON", webui / "venv" / "bin" / "python"))
         if not (webui / "launch.py").exists() or not python.exists():
             raise HostUnavailable(f"WEBUI_DIR={webui} has no launch.py, or its python {python} is missing")
-        controlnet = None
-        if (tarballs / CONTROLNET_TARBALL).exists():
-            unpacked = _fresh(cache() / f"controlnet-{_digest(tarballs / CONTROLNET_TARBALL)}",
-                              lambda folder: tarfile.open(tarballs / CONTROLNET_TARBALL).extractall(folder, filter="data"))
-            controlnet = unpacked / "sd-webui-controlnet"
+        unpacked = _fresh(cache() / f"controlnet-{_digest(tarballs / CONTROLNET_TARBALL)}",
+                          lambda folder: tarfile.open(tarballs / CONTROLNET_TARBALL).extractall(folder, filter="data"))
+        controlnet = unpacked / "sd-webui-controlnet"
     else:
-        missing = [t for t in (WEBUI_TARBALL, CONTROLNET_TARBALL) if not (tarballs / t).exists()]
-        if missing:
-            raise HostUnavailable(f"no {', '.join(missing)} in WEBUI_SOURCES={tarballs}")
         key = _digest(tarballs / WEBUI_TARBALL, tarballs / CONTROLNET_TARBALL, CONSTRAINTS, REQUIREMENTS,
                       REQUIREMENTS_NODEPS, HERE / "torchvision" / "__init__.py", sys.version)
         folder = cache() / f"webui-{key}"
         _fresh(folder, _build_webui, tarballs, cache() / f"build-webui-{key}.log")
         webui, python, controlnet = folder / "webui", folder / "venv" / "bin" / "python", folder / "sd-webui-controlnet"
-    key = _digest(str(python), str(webui), HERE / "checkpoints.py")
-    models = _fresh(cache() / f"models-{key}", _build_models, webui, python, cache() / f"build-models-{key}.log")
+    key = _digest(str(python), str(webui), str(controlnet), HERE / "checkpoints.py")
+    models = _fresh(cache() / f"models-{key}", _build_models, webui, python, controlnet,
+                    cache() / f"build-models-{key}.log")
     return Host(webui=webui, python=python, models=models, controlnet=controlnet)

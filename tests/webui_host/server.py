@@ -93,7 +93,7 @@ class Webui:
         extension_dir.mkdir()
         if "hidiffusion" in extensions:
             self.installer_output = install_extension(self.host, extension_dir)
-        if "controlnet" in extensions and self.host.controlnet is not None:
+        if "controlnet" in extensions:
             shutil.copytree(self.host.controlnet, extension_dir / "sd-webui-controlnet")
         if "probe" in extensions:
             shutil.copytree(PROBE, extension_dir / "hidiffusion-test-probe")
