@@ -368,9 +368,9 @@ def raunet_conflict(control, architecture, unet, plan):
         # sd-webui-controlnet pads a T2I-Adapter's features to a 9-channel UNet's before resizing them
         return "a T2I-Adapter with an inpainting model"
     if plan.rad_input_block is not None:
-        rad_conv = unet.input_blocks[plan.rad_input_block][0].op
-        others = [type(m).__name__ for m in functional_lora(rad_conv) if not isinstance(getattr(m, "down_model", None), nn.Conv2d)]
-        if others:
+        others = [type(m).__name__ for m in functional_lora(unet.input_blocks[plan.rad_input_block][0].op)
+                  if not isinstance(getattr(m, "down_model", None), nn.Conv2d)]
+        if others:      # its conv geometry sits in kwargs it copied at load time, out of reach
             return f"a functional-mode {others[0]} network on the strided downsampler"
     return None
 
@@ -385,9 +385,9 @@ def fit_extensions(patch, control, unet, plan):
             patch.raunet.follow_residuals(param.control_model)
         if kind.name == "Controlllite":
             lllite += list(param.control_model.modules.values())
-    if plan.rad_input_block is not None:
+    if plan.settings.raunet and plan.rad_input_block is not None:
         for module in functional_lora(unet.input_blocks[plan.rad_input_block][0].op):
-            patch.raunet.add_rad_twin(module.down_model)
+            patch.raunet.add_rad_twin(module.down_model)     # raunet_conflict let only LoRA/LoCon through
     if patch.window_attention is not None and lllite:
         for name, attn in unet.named_modules():
             if name.endswith("attn1") and any(getattr(getattr(attn, f"to_{p}"), "lllite_list", None) for p in "qkv"):

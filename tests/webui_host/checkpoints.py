@@ -151,10 +151,12 @@ def load_module(path: Path):
     return module
 
 
-def save(tensors: dict, path: Path) -> None:
+def save(tensors: dict, path: Path, dtype=torch.float16) -> None:
+    """fp16 as checkpoints are published; the Lora networks stay fp32, since the webui's functional
+    mode applies a LoHa's stored weights to fp32 inputs as they are (a dtype error with fp16 here)."""
     from safetensors.torch import save_file
     path.parent.mkdir(exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in tensors.items()}, path)
+    save_file({k: v.detach().to(dtype).contiguous() for k, v in tensors.items()}, path)
     print(f"{path.name}: {sum(v.numel() for v in tensors.values()) / 1e6:.1f} M values")
 
 
@@ -172,8 +174,9 @@ def diffusers_lora_name(compvis: str) -> str:
 
 
 def build_lora(unet: torch.nn.Module, out: Path) -> None:
-    """A LoRA on every attention projection of a tiny SD1.5, and a LoCon on the Downsample conv that RAD
-    changes (`lora_unet_down_blocks_0_downsamplers_0_conv`), in the key format the Lora extension loads."""
+    """A LoRA on every attention projection of a tiny SD1.5 and a LoCon on the Downsample conv that RAD
+    changes (`lora_unet_down_blocks_0_downsamplers_0_conv`), in the key format the Lora extension loads;
+    and a LoHa on that conv alone."""
     generator = torch.Generator().manual_seed(7)
     tensors = {}
 
@@ -188,7 +191,15 @@ def build_lora(unet: torch.nn.Module, out: Path) -> None:
         if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0")) and ".1.transformer_blocks." in name:
             add(diffusers_lora_name(name), module.weight)
     add("lora_unet_down_blocks_0_downsamplers_0_conv", unet.input_blocks[3][0].op.weight)
-    save(tensors, out / "Lora" / "tiny-lora.safetensors")
+    save(tensors, out / "Lora" / "tiny-lora.safetensors", torch.float32)
+
+    # A LoHa on the same conv: another network type, whose functional mode keeps the conv's geometry in kwargs
+    weight, key = unet.input_blocks[3][0].op.weight, "lora_unet_down_blocks_0_downsamplers_0_conv"
+    loha = {f"{key}.hada_w{i}_a": torch.randn(weight.shape[0], LORA_RANK, generator=generator) * 0.5 for i in (1, 2)}
+    loha.update({f"{key}.hada_w{i}_b": torch.randn(LORA_RANK, weight[0].numel(), generator=generator) * 0.5
+                 for i in (1, 2)})
+    save(dict(loha, **{f"{key}.alpha": torch.tensor(float(LORA_RANK))}), out / "Lora" / "tiny-loha.safetensors",
+         torch.float32)
 
 
 def build_controlnet(controlnet: Path, out: Path) -> None:

@@ -49,7 +49,7 @@ def hook_unet(unet):
         x = args[0]
         t = args[1] if len(args) > 1 else kwargs.get("timesteps")
         record = dict(index=len(state["calls"]), x=shape(x), t=float(t.flatten()[0]), skips=[], middle=None,
-                      attn1={}, mismatches=[], **state["denoiser"])
+                      attn1={}, mismatches=[], names=names(module), **state["denoiser"])
         state["calls"].append(record)
         if state["raise_at_call"] == record["index"]:
             raise RuntimeError("hidiffusion probe: failure injected inside the UNet")
@@ -123,6 +123,12 @@ def on_cfg_denoiser(params):
         paused.clear()
 
 
+def names(unet):
+    """Digests of the parameter names and state_dict keys: what LoRA and checkpoint loading match on."""
+    digest = lambda keys: hashlib.sha256("\n".join(keys).encode()).hexdigest()  # noqa: E731
+    return [digest(n for n, _ in unet.named_parameters()), digest(unet.state_dict().keys())]
+
+
 def model_state(model):
     unet = model.model.diffusion_model
     foreign_hooks = []
@@ -134,11 +140,9 @@ def model_state(model):
                     foreign_hooks.append(f"{name or '<unet>'} {kind}")
     downsample_convs = {name: [list(m.stride), list(m.padding), list(m.dilation)]
                         for name, m in unet.named_modules() if name.endswith(".op")}
-    names = hashlib.sha256("\n".join(n for n, _ in unet.named_parameters()).encode()).hexdigest()
-    keys = hashlib.sha256("\n".join(unet.state_dict().keys()).encode()).hexdigest()
     return dict(checkpoint=getattr(model.sd_checkpoint_info, "model_name", None), foreign_hooks=foreign_hooks,
                 forward_overrides=[n or "<unet>" for n, m in unet.named_modules() if "forward" in vars(m)],
-                downsample_convs=downsample_convs, parameter_names=names, state_dict_keys=keys)
+                downsample_convs=downsample_convs, names=names(unet))
 
 
 def on_app_started(demo, app):
