@@ -107,23 +107,41 @@ def test_model_switches_with_hidiffusion_on(webui):
         assert_clean(webui)
 
 
-@pytest.mark.parametrize("settings", [
-    {"hypertile_enable_unet": True, "hypertile_max_depth_unet": 3, "hypertile_max_tile_unet": 8},
-    {"token_merging_ratio": 0.5},
-], ids=["HyperTile", "Token Merging"])
-def test_with_hypertile_and_token_merging(webui, webui_without_extension, settings):
-    payload = request(override_settings=settings)
+@pytest.fixture
+def hypertile_off_afterwards(webui, webui_without_extension):
+    """The test keeps its settings after its requests (to read the model's state): put them back."""
+    yield
+    for server in (webui, webui_without_extension):
+        server.txt2img(**request(steps=1, width=64, height=64, override_settings_restore_afterwards=False,
+                                 override_settings={"hypertile_enable_unet": False, "sd_model_checkpoint": "tiny-sd15"}))
+
+
+def test_with_hypertile(webui, webui_without_extension, hypertile_off_afterwards):
+    """HyperTile tiles inside each MSW-MSA window. It hooks attn1 once per model and for good, so it gets a
+    model of its own, kept loaded after the request so that its state can be read."""
+    settings = dict(SD2V, hypertile_enable_unet=True, hypertile_max_depth_unet=3, hypertile_max_tile_unet=8)
+    payload = request(override_settings=settings, override_settings_restore_afterwards=False)
     alone = decode(webui_without_extension.txt2img(**payload))
     assert decode(webui.txt2img(**payload)) == alone
-    baseline = webui.probe("state")                  # HyperTile's own attn1 forwards stay on the model
+    baseline = webui.probe("state")             # with HyperTile's own attn1 forwards on the model
     response, calls = generate(webui, **payload, alwayson_scripts=hidiffusion())
     assert decode(response) != alone
     assert [observed(c)["rad"] for c in calls] == [True, True, False, False, False, False]
-    if "token_merging_ratio" in settings:   # merged tokens: attn1 gets fewer than h*w, so those calls stay global
-        assert all(len(c["attn1"]["in1.0"]) == 1 and c["attn1"]["in1.0"][0][1] < 32 * 32 for c in calls)
-        assert not any(observed(c)["windowed"] for c in calls)
-        assert "Token Merging" in ours(response)["HiDiffusion note"]
-    else:                                   # HyperTile tiles inside each window
-        assert all(observed(c)["windowed"] for c in calls)
+    assert all(observed(c)["windowed"] for c in calls)
     assert decode(webui.txt2img(**payload)) == alone
     assert_clean(webui, baseline)
+
+
+def test_with_token_merging(webui, webui_without_extension):
+    """ToMe hands the level-0 self-attention merged tokens: those calls stay global, and the note says so."""
+    payload = request(override_settings={"token_merging_ratio": 0.5})
+    alone = decode(webui_without_extension.txt2img(**payload))
+    response, calls = generate(webui, **payload, alwayson_scripts=hidiffusion())
+    assert decode(response) != alone
+    assert [observed(c)["rad"] for c in calls] == [True, True, False, False, False, False]
+    assert all(len(c["attn1"]["in1.0"]) == 1 and c["attn1"]["in1.0"][0][1] < 32 * 32 for c in calls)
+    assert not any(observed(c)["windowed"] for c in calls)
+    assert "MSW-MSA global in in1,in2,out9,out10,out11: its tokens are merged (Token Merging)" in \
+        ours(response)["HiDiffusion note"]
+    assert decode(webui.txt2img(**payload)) == alone
+    assert_clean(webui)

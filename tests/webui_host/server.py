@@ -27,6 +27,11 @@ SETTINGS = {
     "cross_attention_optimization": "sdp - scaled dot product",   # CPU "Automatic" picks InvokeAI, 3.5x slower
     "live_previews_enable": False,        # the SDXL preview model would be downloaded
     "samples_save": False, "grid_save": False,
+    # After a request, the webui restores only the overridden options it has in its data (the config), so
+    # every option a test overrides is written here with its default, or the override would stay.
+    "token_merging_ratio": 0.0, "lora_functional": False, "always_discard_next_to_last_sigma": False,
+    "hypertile_enable_unet": False, "hypertile_max_depth_unet": 3, "hypertile_max_tile_unet": 256,
+    "sd_checkpoints_limit": 1,
 }
 STARTUP_TIMEOUT = 300
 MODEL_FOLDERS = ("Stable-diffusion", "ControlNet", "Lora")   # as checkpoints.py writes them
