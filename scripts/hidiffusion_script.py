@@ -301,6 +301,8 @@ class Job:
         started = shared.state.time_start        # a new task (the next generation, training) starts anew
         patch = hidiffusion.apply(unet, plan, seed=image_seeds(p), guard=lambda: shared.state.time_start == started)
         run.lllite = fit_extensions(patch, control, unet, plan)
+        for adjustment in plan.notes:
+            self.note(run, adjustment)
         self.write_plan(p, plan)
         self.say(f"{run.kind} {run.width}x{run.height}: {plan.describe()}")
         return patch

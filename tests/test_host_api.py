@@ -151,3 +151,15 @@ def test_forge_models_are_refused_with_a_message(webui, webui_without_extension)
         webui.probe("forge", on=False)
     assert "Forge is not supported yet" in info(response)["extra_generation_params"]["HiDiffusion error"]
     assert decode(response) == plain
+
+
+def test_t2_above_t1_is_lowered_with_a_note_also_in_xyz_cells(webui):
+    response = webui.txt2img(**request(alwayson_scripts=hidiffusion(t1=0.2, t2=0.5)))
+    params = info(response)["extra_generation_params"]
+    assert (params["HiDiffusion T1"], params["HiDiffusion T2"]) == (0.2, 0.2)
+    assert "T2 lowered from 0.5 to T1 0.2" in params["HiDiffusion note"]
+    args = xyz(webui, ("HiDiffusion T1", ["0.1", "0.6"]))
+    plot = webui.txt2img(**request(script_name="x/y/z plot", script_args=args, alwayson_scripts=hidiffusion(t2=0.4)))
+    low, high = info(plot)["infotexts"][1:3]
+    assert "HiDiffusion T1: 0.1" in low and "HiDiffusion T2: 0.1" in low and "T2 lowered from 0.4 to T1 0.1" in low
+    assert "HiDiffusion T1: 0.6" in high and "HiDiffusion T2: 0.4" in high
