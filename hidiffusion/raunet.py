@@ -82,19 +82,22 @@ class RAUNet:
             sizes.append(size)
         return sizes + [size]
 
-    def follow_residuals(self, module: nn.Module) -> None:
-        """`module` returns one residual per skip plus one for the middle block, computed at the full
-        latent size (ControlNet): resize them to this phase's feature sizes, averaging over the area,
-        so that each lands on a feature of its own size instead of being resized by the host."""
-        self.hooks.append(module.register_forward_hook(self._resize_residuals, with_kwargs=True))
+    def follow_residuals(self, module: nn.Module, blocks=None) -> None:
+        """`module` returns features computed at the full latent size, one to be added to the output of each
+        input block in `blocks` (the middle block is index len(input_blocks); default: every input block,
+        then the middle block, as ControlNet's residuals). Resize them to this phase's feature sizes,
+        averaging over the area, so that each lands on a feature of its own size instead of being resized
+        by the host."""
+        targets = list(range(self.input_blocks + 1)) if blocks is None else list(blocks)
 
-    def _resize_residuals(self, module, args, kwargs, residuals):
-        if not (self.phase.rad or self.phase.ca) or len(residuals) != self.input_blocks + 1:
-            return None
-        latent = kwargs["x"] if "x" in kwargs else args[0]
-        sizes = self.skip_sizes(*latent.shape[-2:])
-        return [r if tuple(r.shape[-2:]) == size else F.interpolate(r, size=size, mode="area")
-                for r, size in zip(residuals, sizes)]
+        def resize(module, args, kwargs, features):
+            if not (self.phase.rad or self.phase.ca) or len(features) != len(targets):
+                return None
+            latent = kwargs["x"] if "x" in kwargs else args[0]
+            sizes = self.skip_sizes(*latent.shape[-2:])
+            return [f if tuple(f.shape[-2:]) == sizes[t] else F.interpolate(f, size=sizes[t], mode="area")
+                    for f, t in zip(features, targets)]
+        self.hooks.append(module.register_forward_hook(resize, with_kwargs=True))
 
     def remove(self) -> None:
         self.set_phase(Phase(rad=False, ca=False))

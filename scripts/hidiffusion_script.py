@@ -286,7 +286,7 @@ class Job:
         try:
             architecture = hidiffusion.detect(unet)
             plan = hidiffusion.resolve(architecture, self.settings, run.width, run.height)
-            conflict = raunet_conflict(control, architecture, unet, plan)
+            conflict = raunet_conflict(unet, plan)
             if conflict and plan.settings.raunet:
                 self.note(run, f"RAU-Net off: {conflict}")
                 plan = hidiffusion.resolve(architecture, dataclasses.replace(self.settings, raunet=False),
@@ -346,6 +346,11 @@ def image_seeds(p):
 
 # --- other extensions whose work meets RAU-Net's smaller features or MSW-MSA's windows -----------------
 
+# The input blocks after which sd-webui-controlnet adds a T2I-Adapter's features to the hidden state
+# (SDXL's last one after the middle block, index 9).
+T2I_ADAPTER_BLOCKS = {"sd": (2, 5, 8, 11), "sdxl": (3, 5, 8, 9)}
+
+
 def controlnet_units(p, unet):
     """The units sd-webui-controlnet hooked into this UNet for this generation (its ControlParams)."""
     if getattr(unet, "_original_forward", None) is None:        # what its hook leaves while it is active
@@ -363,12 +368,8 @@ def functional_lora(conv):
     return [network.modules[name] for network in networks.loaded_networks if name in network.modules]
 
 
-def raunet_conflict(control, architecture, unet, plan):
+def raunet_conflict(unet, plan):
     """Why RAU-Net cannot run with what another extension added, or None."""
-    kinds = {param.control_model_type.name for param in control}
-    if architecture.inpainting and "T2I_Adapter" in kinds:
-        # sd-webui-controlnet pads a T2I-Adapter's features to a 9-channel UNet's before resizing them
-        return "a T2I-Adapter with an inpainting model"
     if plan.rad_input_block is not None:
         others = [type(m).__name__ for m in functional_lora(unet.input_blocks[plan.rad_input_block][0].op)
                   if not isinstance(getattr(m, "down_model", None), nn.Conv2d)]
@@ -385,6 +386,8 @@ def fit_extensions(patch, control, unet, plan):
         kind = param.control_model_type
         if getattr(kind, "is_controlnet", False):
             patch.raunet.follow_residuals(param.control_model)
+        if kind.name == "T2I_Adapter":
+            patch.raunet.follow_residuals(param.control_model, T2I_ADAPTER_BLOCKS[plan.architecture.layout])
         if kind.name == "Controlllite":
             lllite += list(param.control_model.modules.values())
     if plan.settings.raunet and plan.rad_input_block is not None:

@@ -106,6 +106,18 @@ def test_reference_only_keeps_its_self_attention_calls_global(webui, hint):
     assert "MSW-MSA global in in1,in2,out9,out10,out11: attn1 gets a context (reference attention)" in note
 
 
+@pytest.mark.parametrize("checkpoint", ["tiny-sd15", "tiny-sd15-inpainting"])
+def test_t2i_adapter_features_land_on_features_of_their_own_size(webui, hint, checkpoint):
+    """A T2I-Adapter adds its features to the hidden state after input blocks 2, 5, 8 and 11."""
+    tiny = dict(override_settings={"sd_model_checkpoint": checkpoint}, steps=6)
+    adapter = unit(hint, model="tiny-t2iadapter-sd15")
+    alone, _ = run(webui, [adapter], **tiny)
+    both, calls = run(webui, [adapter], SETTINGS, **tiny)
+    assert phases_seen(calls) >= {(True, True), (True, False), (False, False)}
+    assert all(c["mismatches"] == [] for c in calls), [c["mismatches"] for c in calls if c["mismatches"]][:1]
+    assert decode(both) != decode(alone)
+
+
 def test_controlnet_lllite_on_sdxl(webui, hint):
     """LLLite conditions attn1's projections on a token grid it caches per block: windows keep those calls
     global, and its cache is recomputed when a RAU-Net phase changes the grid."""

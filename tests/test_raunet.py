@@ -223,3 +223,20 @@ def test_a_rad_twin_follows_the_rad_conv_and_is_restored(tiny_unets):
     finally:
         patch.remove()
     assert (twin.stride, twin.padding, twin.dilation) == ((2, 2), (1, 1), (1, 1))
+
+
+def test_features_for_chosen_blocks_follow_their_sizes(tiny_unets):
+    """A T2I-Adapter's features are added after a few input blocks only (sd-webui-controlnet: 2, 5, 8, 11)."""
+    unet = tiny_unets["sd15"]
+    latent, blocks = (38, 50), (2, 5, 8, 11)
+    patch = apply(unet, resolve(detect(unet), SETTINGS, 400, 304))
+    try:
+        vanilla = patch.raunet.skip_sizes(*latent)
+        adapter = Residuals([vanilla[b] for b in blocks], [32, 64, 128, 128])
+        patch.raunet.follow_residuals(adapter, blocks)
+        patch.set_step(0, 10)
+        sizes = patch.raunet.skip_sizes(*latent)
+        assert [tuple(f.shape[-2:]) for f in adapter(x=torch.zeros(1, 4, *latent))] == [sizes[b] for b in blocks]
+        assert sizes[5] != vanilla[5]
+    finally:
+        patch.remove()

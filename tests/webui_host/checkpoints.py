@@ -210,6 +210,14 @@ def build_controlnet(controlnet: Path, out: Path) -> None:
     save(network.state_dict(), out / "ControlNet" / "tiny-controlnet-sd15.safetensors")
 
 
+def build_t2i_adapter(controlnet: Path, out: Path) -> None:
+    """A T2I-Adapter for the tiny SD1.5 (its widths 32/64/128/128), built by sd-webui-controlnet's Adapter."""
+    adapter = load_module(controlnet / "scripts" / "adapter.py").Adapter(
+        channels=[32, 64, 128, 128], nums_rb=2, cin=3 * 8 * 8, ksize=1, sk=True, use_conv=False, is_sdxl=False)
+    randomize(adapter, 13)
+    save(adapter.state_dict(), out / "ControlNet" / "tiny-t2iadapter-sd15.safetensors")
+
+
 def build_lllite(unet: torch.nn.Module, controlnet: Path, out: Path) -> None:
     """A kohya ControlNet-LLLite for the tiny SDXL, built from sd-webui-controlnet's LLLiteModule."""
     lllite = load_module(controlnet / "scripts" / "controlnet_lllite.py")
@@ -244,6 +252,7 @@ def build(webui: Path, controlnet: Path, out: Path) -> None:
             build_lllite(model.model.diffusion_model, controlnet, out)
         del model
     build_controlnet(controlnet, out)
+    build_t2i_adapter(controlnet, out)
 
 
 if __name__ == "__main__":
