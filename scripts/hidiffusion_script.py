@@ -299,7 +299,8 @@ class Job:
             return self.skip(run, f"not applied: {run.width}x{run.height} is not above the native "
                                   f"{plan.native_resolution} px")
         started = shared.state.time_start        # a new task (the next generation, training) starts anew
-        patch = hidiffusion.apply(unet, plan, seed=image_seeds(p), guard=lambda: shared.state.time_start == started)
+        patch = hidiffusion.apply(unet, plan, seed=image_seeds(p),
+                                  guard=lambda: shared.state.time_start == started)
         run.lllite = fit_extensions(patch, control, unet, plan)
         for adjustment in plan.notes:
             self.note(run, adjustment)
@@ -394,9 +395,10 @@ def fit_extensions(patch, control, unet, plan):
         for module in functional_lora(unet.input_blocks[plan.rad_input_block][0].op):
             patch.raunet.add_rad_twin(module.down_model)     # raunet_conflict let only LoRA/LoCon through
     if patch.window_attention is not None and lllite:
+        reason = "ControlNet-LLLite conditions its projections on the whole grid"
         for name, attn in unet.named_modules():
-            if name.endswith("attn1") and any(getattr(getattr(attn, f"to_{p}"), "lllite_list", None) for p in "qkv"):
-                patch.window_attention.keep_global(attn, "ControlNet-LLLite conditions its projections on the whole grid")
+            if name.endswith("attn1") and any(getattr(getattr(attn, f"to_{x}"), "lllite_list", None) for x in "qkv"):
+                patch.window_attention.keep_global(attn, reason)
     return lllite
 
 
