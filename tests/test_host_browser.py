@@ -35,6 +35,10 @@ def values(page, tab):
     return {name: page.get(ours(tab, name)) for name in NAMES}
 
 
+def wait_for_values(page, tab, expected, what):
+    page.wait(lambda: values(page, tab) == expected, lambda: f"{what}: {tab} shows {values(page, tab)}")
+
+
 def choose(page, tab, chosen):
     page.open_accordion(ours(tab, "enable"))
     for name in NAMES:
@@ -53,8 +57,8 @@ def line(page, tab):
 
 def wait_for_line(page, tab, pattern):
     """The resolved-settings line once it matches `pattern` (a regex); the match."""
-    page.wait(lambda: re.search(pattern, line(page, tab)), f"{tab}: the line never matched {pattern!r}; "
-                                                           f"it reads {line(page, tab)!r}")
+    page.wait(lambda: re.search(pattern, line(page, tab)),
+              lambda: f"{tab}: the line never matched {pattern!r}; it reads {line(page, tab)!r}")
     return re.search(pattern, line(page, tab))
 
 
@@ -223,19 +227,19 @@ def test_paste_back_through_the_prompt_and_png_info(page, tmp_path):
     page.open()                                                 # every control back to its default
     page.set("txt2img_prompt", infotext)
     page.find("#txt2img_tools #paste").click()
-    page.wait(lambda: values(page, tab) == CHOSEN, "the paste did not restore the controls")
+    wait_for_values(page, tab, CHOSEN, "the paste did not restore the controls")
 
     page.set("txt2img_prompt", PLAIN_INFOTEXT)                 # no HiDiffusion keys: off, defaults
     page.find("#txt2img_tools #paste").click()
     page.wait(lambda: not page.get(ours(tab, "enable")), "an infotext without our keys left HiDiffusion on")
-    page.wait(lambda: values(page, tab) == DEFAULTS, f"not the defaults: {values(page, tab)}")
+    wait_for_values(page, tab, DEFAULTS, "not the defaults")
 
     page.tab("pnginfo")
     page.find("#pnginfo_image input[type=file]").send_keys(str(png))
     page.wait(lambda: "HiDiffusion" in page.find("#tab_pnginfo").text, "PNG Info did not read the image")
     page.find("#tab_pnginfo #txt2img_tab").click()
     page.wait(lambda: page.find("#tab_txt2img").is_displayed(), "Send to txt2img did not switch tabs")
-    page.wait(lambda: values(page, tab) == CHOSEN, f"PNG Info did not restore the controls: {values(page, tab)}")
+    wait_for_values(page, tab, CHOSEN, "PNG Info did not restore the controls")
 
 
 def test_send_to_img2img_and_inpaint_carry_the_settings(page):
@@ -245,11 +249,10 @@ def test_send_to_img2img_and_inpaint_carry_the_settings(page):
     for button in ("img2img", "inpaint"):
         page.find(f"#txt2img_send_to_{button}").click()
         page.wait(lambda: page.find("#tab_img2img").is_displayed(), f"Send to {button} did not switch tabs")
-        page.wait(lambda: values(page, "img2img") == CHOSEN,
-                  f"Send to {button} did not carry the settings: {values(page, 'img2img')}")
+        wait_for_values(page, "img2img", CHOSEN, f"Send to {button} did not carry the settings")
         page.set("img2img_prompt", PLAIN_INFOTEXT)             # back to the defaults for the next button
         page.find("#img2img_tools #paste").click()
-        page.wait(lambda: values(page, "img2img") == DEFAULTS, "img2img did not return to the defaults")
+        wait_for_values(page, "img2img", DEFAULTS, "img2img did not return to the defaults")
         page.tab("txt2img")
 
 
@@ -267,7 +270,8 @@ def test_xyz_plot_over_t1_from_the_page(page):
     assert [cell["HiDiffusion T1"] for cell in cells] == ["0.2", "0.7"]
     assert all(cell["HiDiffusion preset"] == "SD1.x" for cell in cells)
     folder = screenshot(page.show(page.find(f"#{tab}_gallery")), "xyz-t1-page.png").parent
-    grid, *cells = [Image.open(page.download(src, folder / f"xyz-t1-{i}.png")) for i, src in enumerate(page.images(tab))]
+    grid, *cells = [Image.open(page.download(src, folder / f"xyz-t1-{i}.png"))
+                    for i, src in enumerate(page.images(tab))]
     assert grid.width == 2 * 256 and grid.height > 256          # two cells side by side under their labels
     assert len(cells) == 2 and cells[0].tobytes() != cells[1].tobytes()
 
@@ -281,7 +285,8 @@ def test_every_control_explains_itself_on_hover(page):
         control = page.show(page.find(f"#{ours(tab, name)}" + (" .label-wrap" if name == "enable" else "")))
         ActionChains(page.driver).move_to_element(control).perform()
         titles[name] = page.script("var box = arguments[0].getBoundingClientRect();"
-                                   "var under = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);"
-                                   "return under.closest('[title]') ? under.closest('[title]').title : '';", control)
+                                   "var x = box.x + box.width / 2, y = box.y + box.height / 2;"
+                                   "var under = document.elementFromPoint(x, y).closest('[title]');"
+                                   "return under ? under.title : '';", control)
     assert all(len(title) > 30 for title in titles.values()), titles
     assert len(set(titles.values())) == len(NAMES), titles

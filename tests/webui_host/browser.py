@@ -48,11 +48,15 @@ class Page:
     # --- waiting and finding ---
 
     def wait(self, condition, message, timeout=TIMEOUT):
-        """The first truthy value of `condition()`; elements that are replaced meanwhile are looked up again."""
-        from selenium.common.exceptions import StaleElementReferenceException
+        """The first truthy value of `condition()`; elements that are replaced meanwhile are looked up again.
+        `message` (or `message()`, what the page shows at that moment) is the failure's."""
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
-                             ignored_exceptions=[StaleElementReferenceException]).until(lambda _: condition(), message)
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
+                                 ignored_exceptions=[StaleElementReferenceException]).until(lambda _: condition())
+        except TimeoutException:
+            raise AssertionError(message() if callable(message) else message) from None
 
     def find(self, css, within=None):
         from selenium.webdriver.common.by import By
@@ -117,6 +121,7 @@ class Page:
         elif kind == "gradio-slider":
             # typing a number and leaving the field is a user's edit: gradio sends change and release
             field = self.show(self.find(f"{root} input[type=number]"))
+            self.wait(field.is_enabled, f"{elem_id} stays locked")     # e.g. until Auto T1/T2's untick is answered
             field.send_keys(Keys.CONTROL, "a")
             field.send_keys(str(value), Keys.TAB)
             value = float(value)
@@ -130,7 +135,7 @@ class Page:
             field = self.show(self.find(f"{root} textarea"))
             field.clear()
             field.send_keys(value)
-        self.wait(lambda: self.get(elem_id) == value, f"{elem_id} did not become {value!r}")
+        self.wait(lambda: self.get(elem_id) == value, lambda: f"{elem_id} shows {self.get(elem_id)!r}, not {value!r}")
 
     def interactive(self, elem_id):
         return not self.find(f"#{elem_id} input").get_property("disabled")
