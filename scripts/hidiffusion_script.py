@@ -17,7 +17,7 @@ from torch import nn
 
 import hidiffusion  # imported at load time: the extension folder is on sys.path only now
 from modules import script_callbacks, scripts, shared
-from modules.ui_components import InputAccordion
+from modules.ui_components import FormRow, InputAccordion
 
 TITLE = "HiDiffusion"
 JOB = "hidiffusion_job"            # attribute of `p` holding the running Job
@@ -450,47 +450,65 @@ def hires_size(width, height, scale, resize_x, resize_y):
 
 
 def describe_auto(values, sizes):
-    """One HTML line: the resolved preset, T1, T2 and aggressive for each pass of the current size."""
+    """One HTML line per pass (the resolved preset, T1, T2 and aggressive at its size), and the (T1, T2)
+    the sliders show under Auto: the last pass that applies, as the infotext records; if none applies,
+    the last that resolves; None if none does."""
     model = shared.sd_model
     if model is None or not hasattr(getattr(model, "model", None), "diffusion_model"):
-        return "Auto values appear once a model is loaded."
+        return "Auto values appear once a model is loaded.", None
     try:
         architecture = hidiffusion.detect(model.model.diffusion_model)
         settings = engine_settings(normalize(values))
     except ValueError as e:     # UnsupportedModel is a ValueError
-        return f"Not available: {e}"
-    lines = []
+        return f"Not available: {e}", None
+    lines, plans = [], []
     for kind, (width, height) in sizes:
+        if not (width and height):
+            lines.append(f"{kind}: no source image yet")
+            continue
         width, height = snapped_size(width, height)
         try:
             plan = hidiffusion.resolve(architecture, settings, width, height)
         except ValueError as e:
             lines.append(f"{kind} {width}x{height}: {e}")
             continue
+        applies = False
         if values["passes"] != "Both" and values["passes"].lower() != kind:
             lines.append(f"{kind} {width}x{height}: not applied")
         elif values["native_guard"] and max(width, height) <= plan.native_resolution:
             lines.append(f"{kind} {width}x{height}: not applied (not above native {plan.native_resolution} px)")
         else:
+            applies = True
             timing = f"T1 {plan.t1:g}, T2 {plan.t2:g}" + (", aggressive" if plan.aggressive else "")
             parts = [timing] if settings.raunet else []
             parts += ["MSW-MSA"] if settings.window_attention else []
             summary = " · ".join([preset_label(plan.preset)] + parts)
             lines.append(f"{kind} {width}x{height}: {summary}")
-    return f"<span title='loaded model: {architecture}'>" + "<br>".join(lines) + "</span>"
+        plans.append((plan, applies))
+    shown = [plan for plan, applies in plans if applies] or [plan for plan, _ in plans]
+    timing = (shown[-1].t1, shown[-1].t2) if shown else None
+    return f"<span title='loaded model: {architecture}'>" + "<br>".join(lines) + "</span>", timing
 
 
 class HiDiffusionScript(scripts.Script):
-    # elem_ids of the webui's own size controls, captured in after_component for the Auto display
+    # The webui's controls that decide each pass's size, by elem_id: inputs of the Auto display. img2img's
+    # "Scale" is that of its "Resize by" tab (see javascript/hidiffusion.js).
     SIZE_IDS = {"txt2img": ("txt2img_width", "txt2img_height", "txt2img_hr-checkbox", "txt2img_hr_scale",
                             "txt2img_hr_resize_x", "txt2img_hr_resize_y"),
-                "img2img": ("img2img_width", "img2img_height")}
+                "img2img": ("img2img_width", "img2img_height", "img2img_scale")}
+    # img2img's other moments to refresh: its Resize to / Resize by tabs are chosen, and the hidden button
+    # its page clicks once a new source image shows
+    SIGNAL_IDS = {"txt2img": (), "img2img": ("img2img_tab_resize_to", "img2img_tab_resize_by",
+                                             "img2img_update_resize_to")}
 
     section = "accordions"   # beside Hires. fix and Refiner
+    create_group = False     # a direct child of that row, which gives an open accordion the row's width
 
     def __init__(self):
         super().__init__()
         self.size_components = {}
+        self.display = None     # (line, our controls by name) from the page's ui()
+        self.refresh = None     # refresh(event): the Auto display on that event; set once it is wired
 
     def title(self):
         return TITLE
@@ -499,47 +517,41 @@ class HiDiffusionScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        elem_id = kwargs.get("elem_id")
-        if elem_id in self.SIZE_IDS["img2img" if self.is_img2img else "txt2img"]:
-            self.size_components[elem_id] = component
+        tab = "img2img" if self.is_img2img else "txt2img"
+        if kwargs.get("elem_id") in self.SIZE_IDS[tab] + self.SIGNAL_IDS[tab]:
+            self.size_components[kwargs["elem_id"]] = component
+            self.wire()
 
     def ui(self, is_img2img):
         c = {}
         with InputAccordion(False, label=TITLE, elem_id=self.elem_id("enable")) as c["enable"]:
-            auto_info = gr.HTML(value=f"{OPTIONS[0].tooltip} Auto: the preset from the loaded UNet, T1/T2 "
-                                      "from the official table for the image size.", elem_id=self.elem_id("auto_info"))
-            auto_info.do_not_save_to_config = True
-            with gr.Row():
-                for name in ("raunet", "window_attention"):
-                    c[name] = self.control(name, gr.Checkbox)
-                c["preset"] = self.control("preset", gr.Dropdown, choices=list(PRESETS))
-            with gr.Row():
-                c["auto_timing"] = self.control("auto_timing", gr.Checkbox)
-                for name in ("t1", "t2"):
-                    c[name] = self.control(name, gr.Slider, minimum=0.0, maximum=1.0, step=0.05)
-                c["aggressive"] = self.control("aggressive", gr.Radio, choices=list(AGGRESSIVE))
-            with gr.Row():
-                c["passes"] = self.control("passes", gr.Radio, choices=list(PASSES))
-                c["native_guard"] = self.control("native_guard", gr.Checkbox)
-            with gr.Accordion("Advanced", open=False, elem_id=self.elem_id("advanced")):
-                with gr.Row():
-                    c["rau_upsample"] = self.control("rau_upsample", gr.Dropdown,
-                                                      choices=list(hidiffusion.RAU_UPSAMPLE_MODES))
-                    c["window_shift"] = self.control("window_shift", gr.Dropdown,
-                                                      choices=list(hidiffusion.WINDOW_SHIFT_MODES))
+            # The webui puts `tooltip=` on the InputAccordion's hidden checkbox; users hover the header.
+            c["enable"].accordion.webui_tooltip = OPTIONS[0].tooltip
+            line = gr.HTML(value="Auto values appear once the page has loaded.", elem_id=self.elem_id("auto_info"))
+            line.do_not_save_to_config = True
+            with FormRow(variant="compact"):
+                for name in ("raunet", "window_attention", "native_guard"):
+                    c[name] = self.control(name, gr.Checkbox, min_width=0, scale=2 if name == "native_guard" else 1)
+            with FormRow(variant="compact"):
+                c["auto_timing"] = self.control("auto_timing", gr.Checkbox, min_width=0)
+                for name in ("t1", "t2"):   # locked while Auto T1/T2 shows its values in them
+                    c[name] = self.control(name, gr.Slider, minimum=0.0, maximum=1.0, step=0.05, min_width=0,
+                                           scale=2, interactive=not DEFAULTS["auto_timing"])
+                c["aggressive"] = self.control("aggressive", gr.Dropdown, choices=list(AGGRESSIVE), min_width=0,
+                                               scale=2)
+            with FormRow(variant="compact"):
+                for name, choices in (("preset", PRESETS), ("passes", PASSES),
+                                      ("rau_upsample", hidiffusion.RAU_UPSAMPLE_MODES),
+                                      ("window_shift", hidiffusion.WINDOW_SHIFT_MODES)):
+                    c[name] = self.control(name, gr.Dropdown, choices=list(choices), min_width=0)
         # The webui drops positional API args beyond a script's controls without a word; this hidden last
         # control catches the first extra one, so a request with too many args is reported.
         overflow = gr.Textbox(value="", visible=False, label="Extra args (must stay empty)",
                               elem_id=self.elem_id("extra_args"))
         overflow.do_not_save_to_config = True
         controls = [c[o.name] for o in OPTIONS]
-
-        sizes = [self.size_components.get(i) for i in self.SIZE_IDS["img2img" if is_img2img else "txt2img"]]
-        if all(s is not None for s in sizes):
-            inputs = sizes + controls
-            for component in inputs:
-                component.change(fn=functools.partial(self.auto_text, is_img2img), inputs=inputs,
-                                 outputs=[auto_info], show_progress=False)
+        self.display = (line, c)
+        self.wire()
 
         key = lambda name, d, default: d.get(KEY[name], default)           # noqa: E731
         marker = lambda d: d.get(KEY["auto"], "").split()                   # noqa: E731
@@ -573,15 +585,51 @@ class HiDiffusionScript(scripts.Script):
         return component(value=option.default, label=option.label, tooltip=option.tooltip,
                          elem_id=self.elem_id(name), **kwargs)
 
+    def wire(self):
+        """Connect the Auto display once the page's controls, ours and the webui's size controls, all exist.
+        The webui builds the accordions row before the width/height sliders by default and after them if
+        the user reorders the page in Settings, so this runs from ui() and from after_component, and acts
+        once. The API's own later calls of ui() (in a throw-away Blocks) find it done."""
+        tab = "img2img" if self.is_img2img else "txt2img"
+        if self.refresh is not None or self.display is None or \
+                any(i not in self.size_components for i in self.SIZE_IDS[tab] + self.SIGNAL_IDS[tab]):
+            return
+        line, c = self.display
+        sizes, controls = [self.size_components[i] for i in self.SIZE_IDS[tab]], [c[o.name] for o in OPTIONS]
+
+        def refresh(event):
+            event(fn=functools.partial(self.auto_display, self.is_img2img), inputs=sizes + controls,
+                  outputs=[line, c["t1"], c["t2"]], _js="hidiffusionImg2imgSize" if self.is_img2img else None,
+                  show_progress=False)
+
+        self.refresh = refresh
+        # Sliders on release, as the webui's own hires preview: change fires at every drag step, and gradio
+        # drops a trigger while the previous one is pending, so the last value of a drag could be lost.
+        for component in sizes + controls:
+            refresh(component.release if isinstance(component, gr.Slider) else component.change)
+        for signal in self.SIGNAL_IDS[tab]:
+            component = self.size_components[signal]
+            refresh(component.click if isinstance(component, gr.Button) else component.select)
+        refresh(gr.context.Context.root_block.load)   # ui-config may have changed any default
+
     @staticmethod
-    def auto_text(is_img2img, *values):
-        """The Auto display from the webui's width/height (and hires) controls plus ours."""
+    def auto_display(is_img2img, *values):
+        """The Auto line and the T1/T2 sliders, from the webui's size controls plus ours: while Auto T1/T2 is
+        on, the sliders show the values the next image will use and cannot be dragged."""
         count = len(HiDiffusionScript.SIZE_IDS["img2img" if is_img2img else "txt2img"])
         size, ours = values[:count], dict(zip([o.name for o in OPTIONS], values[count:]))
-        passes = [("first pass", (size[0], size[1]))]
-        if not is_img2img and size[2]:
-            passes.append(("hires pass", hires_size(*size[:2], *size[3:])))
-        return describe_auto(ours, passes)
+        if is_img2img:      # scale is 1 in the Resize to tab
+            passes = [("first pass", (int(size[0] * size[2]), int(size[1] * size[2])))]
+        else:
+            passes = [("first pass", (size[0], size[1]))]
+            if size[2]:
+                passes.append(("hires pass", hires_size(*size[:2], *size[3:])))
+        line, timing = describe_auto(ours, passes)
+        if not ours["auto_timing"]:
+            return line, gr.update(interactive=True), gr.update(interactive=True)
+        if timing is None:
+            return line, gr.update(interactive=False), gr.update(interactive=False)
+        return line, *(gr.update(value=value, interactive=False) for value in timing)
 
     # --- processing hooks, in the webui's call order ---
 
@@ -691,7 +739,20 @@ def _xyz_confirm(option, label):
     return confirm
 
 
+def refresh_on_settings(component, **kwargs):
+    """The Settings' hidden JSON is rewritten once a settings change is applied, a checkpoint switch once
+    the new model is loaded (the checkpoint dropdown's own change comes before that): both panels' Auto
+    displays refresh then. It is built after both tabs, outside any script's after_component."""
+    if kwargs.get("elem_id") != "settings_json":
+        return
+    for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
+        for script in runner.alwayson_scripts:
+            if isinstance(script, HiDiffusionScript) and script.refresh is not None:
+                script.refresh(component.change)
+
+
 add_axis_options()
+script_callbacks.on_after_component(refresh_on_settings)
 script_callbacks.on_before_ui(add_axis_options)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 script_callbacks.on_script_unloaded(hidiffusion.remove_all)

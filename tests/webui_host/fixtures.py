@@ -8,14 +8,15 @@ import os
 
 import pytest
 
+from .browser import BrowserUnavailable, Page, chrome
 from .environment import HostUnavailable, host
 from .server import Webui
 
 
-def _unavailable(reason: str):
+def _unavailable(reason: str, what: str = "the real webui"):
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the real webui is required in CI: {reason}", pytrace=False)
-    pytest.skip(f"real webui unavailable: {reason}")
+        pytest.fail(f"{what} is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"{what} unavailable: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +53,31 @@ def webui_ui(webui_host):
 
 
 @pytest.fixture(scope="session")
+def webui_ui_reordered(webui_host):
+    """UI mode with the page reordered in Settings: the size sliders before the row of accordions."""
+    server = _server(webui_host, "webui-ui-reordered", mode="ui", settings={"ui_reorder_list": ["dimensions"]})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the session (see `browser.py`)."""
+    try:
+        driver = chrome()
+    except BrowserUnavailable as e:
+        _unavailable(str(e), "a headless browser")
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(webui_ui, chromium):
+    """The UI server's page, freshly loaded: every control at its default."""
+    return Page(chromium, webui_ui.url).open()
+
+
+@pytest.fixture(scope="session")
 def webui_without_extension(webui_host):
     """The same webui with no extension installed: what "identical to no extension" compares against."""
     server = _server(webui_host, "webui-plain", extensions=())
@@ -63,6 +89,6 @@ def webui_without_extension(webui_host):
 def no_tracebacks(request):
     """A traceback a test did not announce fails it, whichever request caused it."""
     yield
-    for name in ("webui", "webui_ui", "webui_without_extension"):
+    for name in ("webui", "webui_ui", "webui_ui_reordered", "webui_without_extension"):
         if name in request.fixturenames:
             request.getfixturevalue(name).check_log()

@@ -72,7 +72,7 @@ class Webui:
     """A webui process. `mode` is "api" (--nowebui) or "ui" (the page, and the API with --api)."""
 
     def __init__(self, host: Host, name: str, mode: str = "api", extensions=("hidiffusion", "controlnet", "probe"),
-                 checkpoint: str = "tiny-sd15"):
+                 checkpoint: str = "tiny-sd15", settings=None):
         self.host, self.name, self.mode = host, name, mode
         self.data = artifacts() / name
         self.port = free_port()
@@ -82,10 +82,11 @@ class Webui:
         self.expected_error = None
         self.process: Optional[subprocess.Popen] = None
         self.installer_output = None
+        self.tree = host.webui       # where launch.py runs
         shutil.rmtree(self.data, ignore_errors=True)
-        self._prepare(extensions, checkpoint)
+        self._prepare(extensions, checkpoint, dict(SETTINGS, **(settings or {})))
 
-    def _prepare(self, extensions, checkpoint):
+    def _prepare(self, extensions, checkpoint, settings):
         for kind in MODEL_FOLDERS:          # symlinks: the checkpoints stay in the cache
             folder = self.data / "models" / kind
             folder.mkdir(parents=True)
@@ -93,7 +94,7 @@ class Webui:
                 (folder / model.name).symlink_to(model)
         self.checkpoint = self.data / "models" / "Stable-diffusion" / f"{checkpoint}.safetensors"
         (self.data / "embeddings").mkdir()
-        (self.data / "config.json").write_text(json.dumps(SETTINGS))
+        (self.data / "config.json").write_text(json.dumps(settings))
         extension_dir = self.data / "extensions"
         extension_dir.mkdir()
         if "hidiffusion" in extensions:
@@ -102,6 +103,19 @@ class Webui:
             shutil.copytree(self.host.controlnet, extension_dir / "sd-webui-controlnet")
         if "probe" in extensions:
             shutil.copytree(PROBE, extension_dir / "hidiffusion-test-probe")
+        if self.mode == "ui":
+            self._serve_page_files()
+
+    def _serve_page_files(self):
+        """The page loads the webui's own scripts as `file=javascript/...`, which gradio refuses (403) when any
+        folder of the real path starts with a dot (the default cache is under ~/.cache): without them no
+        webui JavaScript runs. So a UI server runs a copy of the webui tree (a few MB) in its data folder."""
+        dotted = [part for part in self.data.parts if part.startswith(".")]
+        if dotted:
+            raise RuntimeError(f"UI mode needs an artifacts folder without dotted folders ({self.data}); "
+                               "set HIDIFFUSION_ARTIFACTS")
+        self.tree = self.data / "webui"
+        shutil.copytree(self.host.webui, self.tree, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
 
     def start(self) -> "Webui":
         command = [str(self.host.python), "launch.py", "--skip-prepare-environment", "--skip-torch-cuda-test",
@@ -114,7 +128,7 @@ class Webui:
                    OMP_WAIT_POLICY="PASSIVE")        # a busy machine: no spinning threads
         for name in ("PYTHONPATH", "VIRTUAL_ENV"):
             env.pop(name, None)
-        self.process = subprocess.Popen(command, cwd=self.host.webui, env=env, stdout=open(self.log_path, "w"),
+        self.process = subprocess.Popen(command, cwd=self.tree, env=env, stdout=open(self.log_path, "w"),
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self._answers():
