@@ -14,6 +14,7 @@ inputs: the same UNet weights, latents and conditioning from one seed. Only the 
 * The ideal ratio is counted, not estimated: one UNet call per distinct phase runs under
   `torch.utils.flop_counter.FlopCounterMode` on a meta-device twin (no weights, no arithmetic),
   weighted by the phase's steps. Efficiency = ideal ratio / measured ratio (>100 %: faster than FLOPs say).
+* `--profile`: one more call per phase under torch.profiler, its ops' self times grouped by kind.
 """
 import argparse
 import datetime
@@ -28,7 +29,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch._C._profiler import _EventType
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from .architecture import detect
 from .patch import apply
@@ -59,6 +60,18 @@ VARIANTS = {
 UNPATCHED = ("vanilla", "vanilla-diffusers", "disabled")     # one phase, named after the variant
 MODELS = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}
 MIB = 2 ** 20
+# --profile: profiler op names -> kind, by the first kind with a fragment in the name; the rest are "other ops".
+OP_KINDS = {
+    "convolution": ("conv",),
+    "attention": ("attention",),
+    "linear": ("linear", "mm"),
+    "normalization": ("norm",),
+    "resampling": ("upsample", "pool"),
+    "gathers": ("index_select", "roll"),
+    "copies": ("copy", "clone", "contiguous", "aten::cat"),
+}
+OUTSIDE_OPS = "Python and dispatch"      # the call's time in no op: module code, hooks, the framework
+CALL_LABEL = "UNet call"
 
 
 @dataclass
@@ -79,6 +92,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None
+    profile: bool = False
     variants: List[str] = field(default_factory=lambda: list(VARIANTS))
 
     @property
@@ -279,6 +293,25 @@ def peak_activation(call, device: torch.device) -> int:
     return max(itertools.accumulate(sizes, initial=0))
 
 
+def op_kind(name: str) -> str:
+    return next((kind for kind, fragments in OP_KINDS.items() if any(f in name for f in fragments)), "other ops")
+
+
+def profile_call(call) -> dict:
+    """Seconds of one call under torch.profiler: `seconds` in all, `groups` by kind of op. Self times
+    (an op's time minus its child ops'), so nothing counts twice and the groups add up to the call."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        with record_function(CALL_LABEL):
+            call()
+    groups = dict.fromkeys([*OP_KINDS, "other ops", OUTSIDE_OPS], 0.0)
+    seconds = 0.0
+    for op in profiler.key_averages():
+        if op.key == CALL_LABEL:
+            seconds = op.cpu_time_total / 1e6
+        groups[OUTSIDE_OPS if op.key == CALL_LABEL else op_kind(op.key)] += op.self_cpu_time_total / 1e6
+    return dict(seconds=seconds, groups=groups)
+
+
 # ----------------------------------------------------------------------------------------------
 # The measured run: every variant in this process, interleaved
 
@@ -337,8 +370,8 @@ def make_drivers(config: Config, entries: List[dict], unet, model: str, override
 
 
 def run_variants(config: Config, entries: List[dict], bar) -> dict:
-    """Fill each phase's `activation_bytes` and `samples` (seconds of each timed step, per repeat), all
-    variants in this process; return where it ran."""
+    """Fill each phase's `activation_bytes`, `samples` (seconds of each timed step, per repeat) and
+    `profile`, all variants in this process; return where it ran."""
     from .unets import build_unet, load_unet
     device, dtype = pick_device(config.device)
     if config.threads:
@@ -363,6 +396,9 @@ def run_variants(config: Config, entries: List[dict], bar) -> dict:
             for entry, phase in every_phase:
                 phase["activation_bytes"] = peak_activation(call(entry, phase, phase["step_indices"][0]), device)
                 phase["samples"] = [[] for _ in range(config.repeats)]
+                bar.update(1)
+            for entry, phase in every_phase if config.profile else ():
+                phase["profile"] = profile_call(call(entry, phase, phase["step_indices"][0]))
                 bar.update(1)
             for repeat in range(config.repeats):
                 bar.set_postfix_str(f"repeat {repeat + 1}/{config.repeats}")
@@ -404,6 +440,8 @@ def benchmark(config: Config, progress: bool = True) -> dict:
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if config.profile and pick_device(config.device)[0].type != "cpu":
+        raise ValueError("--profile groups the ops' CPU time, which on CUDA is only their launch; use --device cpu")
     model, overrides = model_spec(config)
     config.model = model
     architecture = detect(build_unet(model, tiny=not config.full and not config.checkpoint, device="meta",
@@ -425,7 +463,7 @@ def benchmark(config: Config, progress: bool = True) -> dict:
 
     runnable = [entry for entry in entries.values() if entry["status"] == "ok"]
     phase_count = sum(len(entry["phases"]) for entry in runnable)
-    calls = phase_count + config.repeats * sum(
+    calls = phase_count * (2 if config.profile else 1) + config.repeats * sum(
         len(phase["timed_step_indices"]) for entry in runnable for phase in entry["phases"])
     with tqdm(total=calls, unit="call", desc="UNet calls", disable=not progress, file=sys.stderr) as bar:
         report.update(run_variants(config, runnable, bar))
@@ -521,7 +559,22 @@ def format_report(report: dict) -> str:
               "activation memory " + _fmt(targets["activation_ratio"], ".2f") + "x vanilla (<= 0.6 at 2048 px), "
               "at most " + _fmt(targets["max_engine_activation_ratio"], ".2f") + "x in any engine variant (<= 1); "
               "HiDiffusion/Hires. fix " + _fmt(targets["hidiffusion_over_hires_fix"], ".3f") + " (< 1)"]
+    if config["profile"]:
+        lines += format_profile(report)
     return "\n".join(lines)
+
+
+def format_profile(report: dict) -> List[str]:
+    """One row per variant and phase: the profiled call's seconds and each kind's share of them."""
+    kinds = [*OP_KINDS, "other ops", OUTSIDE_OPS]
+    lines = ["", "profile: one warm call per phase under torch.profiler, self time of its ops by kind, % of the call",
+             "| variant | phase | call s | " + " | ".join(kinds) + " |", "|---|---|---:|" + "---:|" * len(kinds)]
+    for entry in report["variants"]:
+        for phase in entry["phases"] if entry["status"] == "ok" else ():
+            profiled = phase["profile"]
+            lines.append(f"| {entry['name']} | {phase['name']} | {profiled['seconds']:.3g} | "
+                         + " | ".join(f"{profiled['groups'][kind] / profiled['seconds']:.0%}" for kind in kinds) + " |")
+    return lines
 
 
 def plot_report(report: dict, path: str) -> None:
@@ -603,6 +656,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "(default %(default)s)")
     measure.add_argument("--threads", type=int,
                          help="CPU threads (default: torch's choice, usually one per core)")
+    measure.add_argument("--profile", action="store_true",
+                         help="one more call per phase under torch.profiler: where its time goes by kind of op "
+                              "(convolution, attention, our gathers, ...) and outside any op (CPU only)")
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     output.add_argument("--plot", metavar="FILE.png", help="bar chart of UNet time per variant and phase")

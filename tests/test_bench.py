@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hidiffusion.__main__ import main
-from hidiffusion.bench import VARIANTS, peak_activation
+from hidiffusion.bench import OP_KINDS, OUTSIDE_OPS, VARIANTS, peak_activation
 
 PHASE_KEYS = {"name", "width", "height", "pass_index", "step_indices", "timed_step_indices", "steps", "flops_per_step",
               "samples", "seconds", "seconds_per_step", "activation_bytes"}
@@ -32,9 +32,9 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory):
-    """Two variants, 4 steps, one timed step per phase, two repeats."""
+    """Two variants, 4 steps, one timed step per phase, two repeats, profiled."""
     return run_bench(tmp_path_factory.mktemp("bench") / "bench.json", "--width", "128", "--height", "128",
-                     "--steps", "4", "--t1", "0.5", "--repeats", "2", "--steps-per-phase", "1",
+                     "--steps", "4", "--t1", "0.5", "--repeats", "2", "--steps-per-phase", "1", "--profile",
                      "--variants", "vanilla,hidiffusion")
 
 
@@ -74,6 +74,18 @@ def test_official_is_compared_like_for_like(report):
     assert targets["ours_over_official"] == pytest.approx(ours["unet_seconds"] / official["unet_seconds"])
     assert targets["ours_over_official"] > 0 and targets["vanilla_diffusers_over_vanilla"] > 0
     assert set(targets["ours_over_official_by_phase"]) == {"RAD+MSW-MSA", "MSW-MSA"}
+
+
+def test_profile_groups_add_up_to_the_call(sampled):
+    vanilla, hidiffusion = sampled[0]["variants"]
+    for phase in vanilla["phases"] + hidiffusion["phases"]:
+        profiled = phase["profile"]
+        assert set(profiled["groups"]) == {*OP_KINDS, "other ops", OUTSIDE_OPS}
+        assert min(profiled["groups"].values()) >= 0 and profiled["groups"]["convolution"] > 0
+        assert sum(profiled["groups"].values()) == pytest.approx(profiled["seconds"], rel=0.01)
+        # Only MSW-MSA gathers tokens (index_select); the vanilla UNet never does.
+        assert (profiled["groups"]["gathers"] > 0) == (phase in hidiffusion["phases"])
+    assert "| hidiffusion | RAD+MSW-MSA |" in sampled[1]       # a row of the printed profile table
 
 
 def test_peak_activation_counts_what_a_call_allocates_and_frees():
