@@ -3,48 +3,75 @@
 Every variant samples the same schedule (steps, T1/T2 phases as the engine sets them) on identical
 inputs: the same UNet weights, latents and conditioning from one seed. Only the UNet calls are timed.
 
-* Each (variant, repeat) runs in its own subprocess, so its peak memory is its own; repeats are
-  interleaved (v1 v2 v3, v1 v2 v3, ...) so that drift on a noisy machine hits every variant alike, and
-  medians are reported.
+* Like for like: every variant runs in this one process, on its own UNet object over one shared set of
+  weight tensors (the diffusers twin of the official code included), with the same threads, warm-up
+  and allocator. Calls are interleaved (v1 v2 v3, v1 v2 v3, ...) so that drift on a noisy machine
+  hits every variant alike; each phase's seconds per step are the median over the repeats.
+* Each phase of each variant first gets one untimed call (kernels are chosen per shape on the first
+  call), run under torch.profiler: its peak activation memory is the highest level of the tensor
+  bytes the call allocates and frees again, i.e. peak minus weights, inputs and caches that outlive it.
+* `--steps-per-phase N` times only the first N steps of each phase and scales by the phase's steps.
 * The ideal ratio is counted, not estimated: one UNet call per distinct phase runs under
   `torch.utils.flop_counter.FlopCounterMode` on a meta-device twin (no weights, no arithmetic),
   weighted by the phase's steps. Efficiency = ideal ratio / measured ratio (>100 %: faster than FLOPs say).
-* Peak memory: CUDA `max_memory_allocated`; CPU the process's peak RSS (VmHWM, reset after the
-  model is loaded). "Activation" memory is that peak minus the memory held before the first call.
+* `--profile`: one more call per phase under torch.profiler, its ops' self times grouped by kind.
 """
 import argparse
 import datetime
+import itertools
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from .architecture import detect
 from .patch import apply
 from .schedule import Settings, resolve
 
+
+@dataclass(frozen=True)
+class Variant:
+    description: str
+    baseline: str = "vanilla"                     # the variant its ratios are taken against
+    engine: Optional[Tuple[bool, bool]] = None    # Settings(raunet, window_attention) of our patch
+    twin: bool = False                            # runs on the diffusers twin, not the ldm/sgm UNet
+    flops_as: Optional[str] = None                # counted as this variant: the official code needs real tensors
+
+
 VARIANTS = {
-    "vanilla": "the unpatched UNet, every step at the target size",
-    "hidiffusion": "RAU-Net + MSW-MSA as resolved for this model and size",
-    "raunet": "RAU-Net only",
-    "msw-msa": "MSW-MSA only",
-    "disabled": "patch applied but never switched on: the cost of the idle hooks",
-    "official": "official hidiffusion 0.1.10 on a diffusers twin with the same weights, same T1/T2",
-    "hires-fix": "Hires. fix: all steps at the native size, then int(strength*steps)+1 at the target size",
+    "vanilla": Variant("the unpatched ldm/sgm UNet, every step at the target size"),
+    "hidiffusion": Variant("RAU-Net + MSW-MSA as resolved for this model and size", engine=(True, True)),
+    "raunet": Variant("RAU-Net only", engine=(True, False)),
+    "msw-msa": Variant("MSW-MSA only", engine=(False, True)),
+    "disabled": Variant("patch applied but never switched on: the cost of the idle hooks", engine=(True, True)),
+    "vanilla-diffusers": Variant("the unpatched diffusers twin over the same weight tensors: the official code's "
+                                 "vanilla", twin=True, flops_as="vanilla"),
+    "official": Variant("official hidiffusion 0.1.10 on the diffusers twin, same T1/T2",
+                        baseline="vanilla-diffusers", twin=True, flops_as="hidiffusion"),
+    "hires-fix": Variant("Hires. fix: all steps at the native size, then int(strength*steps)+1 at the target size"),
 }
-VARIANT_SETTINGS = {           # Settings(raunet, window_attention) of the engine variants
-    "hidiffusion": (True, True), "raunet": (True, False), "msw-msa": (False, True), "disabled": (True, True),
-}
+UNPATCHED = ("vanilla", "vanilla-diffusers", "disabled")     # one phase, named after the variant
 MODELS = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}
 MIB = 2 ** 20
+# --profile: profiler op names -> kind, by the first kind with a fragment in the name; the rest are "other ops".
+OP_KINDS = {
+    "convolution": ("conv",),
+    "attention": ("attention",),
+    "linear": ("linear", "mm"),
+    "normalization": ("norm",),
+    "resampling": ("upsample", "pool"),
+    "gathers": ("index_select", "roll"),
+    "copies": ("copy", "clone", "contiguous", "aten::cat"),
+}
+OUTSIDE_OPS = "Python and dispatch"      # the call's time in no op: module code, hooks, the framework
+CALL_LABEL = "UNet call"
 
 
 @dataclass
@@ -61,10 +88,11 @@ class Config:
     strength: float = 0.5
     hires_steps: Optional[int] = None
     repeats: int = 3
-    warmup: int = 1
+    steps_per_phase: Optional[int] = None
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None
+    profile: bool = False
     variants: List[str] = field(default_factory=lambda: list(VARIANTS))
 
     @property
@@ -74,7 +102,7 @@ class Config:
         return MODELS[self.model] + ("" if self.full else " (tiny twin)")
 
     def settings(self, variant: str) -> Settings:
-        raunet, window_attention = VARIANT_SETTINGS.get(variant, (True, True))
+        raunet, window_attention = VARIANTS[variant].engine or (True, True)
         return Settings(raunet=raunet, window_attention=window_attention, t1=self.t1, t2=self.t2)
 
     def command(self) -> str:
@@ -119,7 +147,7 @@ def passes(variant: str, config: Config, native: int) -> List[Pass]:
 
 def phase_name(variant: str, plan, step: int, total: int) -> str:
     """What runs at this step, in the method's words."""
-    if variant in ("vanilla", "disabled"):
+    if variant in UNPATCHED:
         return variant
     phase = plan.phase(step, total)
     parts = [name for name, on in (("RAD", phase.rad), ("CA", phase.ca)) if on]
@@ -141,6 +169,7 @@ def phases(variant: str, config: Config, architecture) -> List[dict]:
             result[name]["step_indices"].append(step)
     for phase in result.values():
         phase["steps"] = len(phase["step_indices"])
+        phase["timed_step_indices"] = phase["step_indices"][:config.steps_per_phase]
     return list(result.values())
 
 
@@ -149,7 +178,7 @@ def native_resolution(architecture) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# Loading the model and driving one pass (shared by the worker and the FLOP count)
+# Loading the model and driving one pass (shared by the measured run and the FLOP count)
 
 def model_spec(config: Config) -> tuple:
     """(model, overrides) of the UNet to build: from the checkpoint's header or the chosen model."""
@@ -172,7 +201,7 @@ class Driver:
     def __init__(self, unet, config: Config, run: Pass, inputs: dict):
         self.unet, self.run, self.inputs = unet, run, inputs
         self.patch = None
-        if run.variant in VARIANT_SETTINGS:
+        if VARIANTS[run.variant].engine:
             plan = resolve(detect(unet), config.settings(run.variant), run.width, run.height)
             self.patch = apply(unet, plan, seed=config.seed)
 
@@ -186,27 +215,30 @@ class Driver:
             self.patch.remove()
 
 
-class OfficialDriver:
-    """The same pass on the official code: a diffusers twin patched by hidiffusion 0.1.10, its call
-    counters pointed at each step, its T1/T2 table row set to the values our plan resolved."""
+class TwinDriver:
+    """The same pass on the diffusers twin: unpatched, or patched by the official hidiffusion 0.1.10
+    with its call counters pointed at each step and its T1/T2 table row set to what our plan resolved."""
 
-    def __init__(self, twin, model: str, run: Pass, inputs: dict, plan):
+    def __init__(self, twin, model: str, run: Pass, inputs: dict, plan=None):
         from . import official
-        self.official, self.twin, self.run, self.inputs = official, twin, run, inputs
-        latent_side = min(run.width, run.height) // 8
-        row = ("sdxl_2048" if latent_side < 512 else "sdxl_4096") if model == "sdxl" else \
-            ("sd15_1024" if latent_side < 256 else "sd15_2048")
-        self.thresholds = official.thresholds(row, plan.t1, plan.t2, plan.aggressive)
-        self.thresholds.__enter__()
-        official.apply(twin, model)
+        self.official, self.twin, self.run, self.inputs, self.plan = official, twin, run, inputs, plan
+        if plan is not None:
+            latent_side = min(run.width, run.height) // 8
+            row = ("sdxl_2048" if latent_side < 512 else "sdxl_4096") if model == "sdxl" else \
+                ("sd15_1024" if latent_side < 256 else "sd15_2048")
+            self.thresholds = official.thresholds(row, plan.t1, plan.t2, plan.aggressive)
+            self.thresholds.__enter__()
+            official.apply(twin, model)
 
     def __call__(self, step: int):
-        self.official.set_step(self.twin, step, self.run.steps)
+        if self.plan is not None:
+            self.official.set_step(self.twin, step, self.run.steps)
         return self.official.run(self.twin, self.inputs)
 
     def close(self):
-        self.official.remove(self.twin)
-        self.thresholds.__exit__(None, None, None)
+        if self.plan is not None:
+            self.official.remove(self.twin)
+            self.thresholds.__exit__(None, None, None)
 
 
 def count_flops(config: Config, phase_list: List[dict], variant: str) -> None:
@@ -215,8 +247,7 @@ def count_flops(config: Config, phase_list: List[dict], variant: str) -> None:
     from .unets import build_unet, example_inputs
     model, overrides = model_spec(config)
     unet = build_unet(model, tiny=not config.full and not config.checkpoint, device="meta", **overrides)
-    runs = passes("hidiffusion" if variant == "official" else variant, config,
-                  native_resolution(detect(unet)))
+    runs = passes(VARIANTS[variant].flops_as or variant, config, native_resolution(detect(unet)))
     with torch.inference_mode(), attention_context(model):
         for phase in phase_list:
             run = runs[phase["pass_index"]]
@@ -231,93 +262,64 @@ def count_flops(config: Config, phase_list: List[dict], variant: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The worker: one variant, one repeat, in its own process
+# Measuring one call: peak activation memory and where the time goes
+
+def peak_activation(call, device: torch.device) -> int:
+    """Peak bytes of the tensors that `call()` allocates on `device` and frees again: its activations.
+
+    What the call keeps (a cache filled on a first call, like MSW-MSA's token orders) is not counted,
+    nor is anything allocated before it (weights, inputs): peak minus what outlives the call.
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        call()
+    changes = []        # (time, address, signed bytes) of every allocation and free on the device
+
+    def collect(event):
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == device.type:
+            changes.append((event.start_time_ns, event.extra_fields.ptr, event.extra_fields.alloc_size))
+        for child in event.children:
+            collect(child)
+
+    for root in profiler.profiler.kineto_results.experimental_event_tree():
+        collect(root)
+    changes.sort(key=lambda change: change[0])
+    allocated, transient = {}, set()      # address -> index of its allocation; indices of paired changes
+    for index, (_, address, size) in enumerate(changes):
+        if size > 0:
+            allocated[address] = index
+        elif address in allocated:
+            transient.update((allocated.pop(address), index))
+    sizes = (size for index, (_, _, size) in enumerate(changes) if index in transient)
+    return max(itertools.accumulate(sizes, initial=0))
+
+
+def op_kind(name: str) -> str:
+    return next((kind for kind, fragments in OP_KINDS.items() if any(f in name for f in fragments)), "other ops")
+
+
+def profile_call(call) -> dict:
+    """Seconds of one call under torch.profiler: `seconds` in all, `groups` by kind of op. Self times
+    (an op's time minus its child ops'), so nothing counts twice and the groups add up to the call."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        with record_function(CALL_LABEL):
+            call()
+    groups = dict.fromkeys([*OP_KINDS, "other ops", OUTSIDE_OPS], 0.0)
+    seconds = 0.0
+    for op in profiler.key_averages():
+        if op.key == CALL_LABEL:
+            seconds = op.cpu_time_total / 1e6
+        groups[OUTSIDE_OPS if op.key == CALL_LABEL else op_kind(op.key)] += op.self_cpu_time_total / 1e6
+    return dict(seconds=seconds, groups=groups)
+
+
+# ----------------------------------------------------------------------------------------------
+# The measured run: every variant in this process, interleaved
 
 def pick_device(name: str) -> tuple:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     return device, torch.float16 if device.type == "cuda" else torch.float32
-
-
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-class Memory:
-    """Peak memory of this process from now on: CUDA max allocated, or CPU peak RSS (Linux VmHWM)."""
-
-    def __init__(self, device):
-        self.device = device
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            self.before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            self.before = _proc_status("VmRSS")
-            with open("/proc/self/clear_refs", "w") as clear:
-                clear.write("5")     # reset VmHWM to the current RSS
-
-    def peak(self) -> int:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
-        return _proc_status("VmHWM")
-
-
-def run_job(config: Config, variant: str, progress=lambda: None) -> dict:
-    """Time every UNet call of one variant; return seconds per pass and step, and peak memory."""
-    from .unets import build_unet, example_inputs, load_unet, unet_config
-    device, dtype = pick_device(config.device)
-    torch.set_grad_enabled(False)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.checkpoint:
-        model, unet = load_unet(config.checkpoint)
-        overrides = model_spec(config)[1]
-    else:
-        model, unet, overrides = config.model, build_unet(config.model, tiny=not config.full, seed=config.seed), {}
-    architecture = detect(unet)
-    runs = passes(variant, config, native_resolution(architecture))
-    inputs = [{k: v.to(device) for k, v in example_inputs(unet, model, config.batch, run.height // 8, run.width // 8,
-                                                          seed=config.seed, dtype=dtype).items()} for run in runs]
-    if variant == "official":
-        from . import official
-        twin = official.to_diffusers(unet, unet_config(model, tiny=not config.full and not config.checkpoint,
-                                                       **overrides))
-        del unet
-        unet = twin
-    unet = unet.to(device=device, dtype=dtype)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    memory = Memory(device)
-    seconds = []
-    with torch.inference_mode(), attention_context(model):
-        for index, run in enumerate(runs):
-            if variant == "official":
-                plan = resolve(architecture, config.settings("hidiffusion"), run.width, run.height)
-                driver = OfficialDriver(unet, model, run, inputs[index], plan)
-            else:
-                driver = Driver(unet, config, run, inputs[index])
-            try:
-                for _ in range(config.warmup if index == 0 else 0):
-                    driver(0)
-                times = []
-                for step in range(run.steps):
-                    sync()
-                    start = time.perf_counter()
-                    driver(step)
-                    sync()
-                    times.append(time.perf_counter() - start)
-                    progress()
-                seconds.append(times)
-            finally:
-                driver.close()
-    return dict(seconds=seconds, peak_bytes=memory.peak(), before_bytes=memory.before,
-                device=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-                dtype=str(dtype).replace("torch.", ""), threads=torch.get_num_threads())
 
 
 def _cpu_name() -> str:
@@ -328,66 +330,118 @@ def _cpu_name() -> str:
         return "CPU"
 
 
-def worker_main() -> None:
-    """Entry of the subprocess: `job.json` in argv[1], result written to argv[2]; one line per call on stdout."""
-    job = json.loads(Path(sys.argv[1]).read_text())
-    result = run_job(Config(**job["config"]), job["variant"], lambda: print("call", flush=True))
-    Path(sys.argv[2]).write_text(json.dumps(result))
+def interleave(per_variant: List[list]) -> list:
+    """Round robin over the variants' lists: v1 v2 v3, v1 v2 v3, ..."""
+    return [item for items in itertools.zip_longest(*per_variant) for item in items if item is not None]
 
 
-# ----------------------------------------------------------------------------------------------
-# The official implementation (hidiffusion/official.py loads hidiffusion==0.1.10 under another name)
-
-def official_unavailable() -> Optional[str]:
-    """None when the official variant can run, else why not."""
+def make_drivers(config: Config, entries: List[dict], unet, model: str, overrides: dict, dtype) -> dict:
+    """(variant, pass index) -> its driver. Each variant gets its own module, as patches are per
+    module, over the weight tensors of `unet` itself."""
+    from . import official
+    from .unets import example_inputs, sharing_weights, unet_config
+    architecture = detect(unet)
+    device = next(unet.parameters()).device
+    inputs, drivers = {}, {}
     try:
-        from . import official
-        official.load()
+        for entry in entries:
+            name, variant = entry["name"], VARIANTS[entry["name"]]
+            if variant.twin:
+                host = official.to_diffusers(
+                    unet, unet_config(model, tiny=not config.full and not config.checkpoint, **overrides))
+            else:
+                host = sharing_weights(unet) if variant.engine else unet
+            for index, run in enumerate(passes(name, config, native_resolution(architecture))):
+                size = (run.width, run.height)
+                if size not in inputs:
+                    inputs[size] = example_inputs(unet, model, config.batch, run.height // 8, run.width // 8,
+                                                  seed=config.seed, dtype=dtype, device=device)
+                if variant.twin:
+                    plan = resolve(architecture, config.settings(name), run.width, run.height) \
+                        if name == "official" else None
+                    drivers[name, index] = TwinDriver(host, model, run, inputs[size], plan)
+                else:
+                    drivers[name, index] = Driver(host, config, run, inputs[size])
+    except BaseException:
+        for driver in drivers.values():
+            driver.close()
+        raise
+    return drivers
+
+
+def run_variants(config: Config, entries: List[dict], bar) -> dict:
+    """Fill each phase's `activation_bytes`, `samples` (seconds of each timed step, per repeat) and
+    `profile`, all variants in this process; return where it ran."""
+    from .unets import build_unet, load_unet
+    device, dtype = pick_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.checkpoint:
+        model, unet = load_unet(config.checkpoint)
+        overrides = model_spec(config)[1]
+    else:
+        model, unet, overrides = config.model, build_unet(config.model, tiny=not config.full, seed=config.seed), {}
+    unet = unet.to(device=device, dtype=dtype)
+    drivers = make_drivers(config, entries, unet, model, overrides, dtype)
+
+    def call(entry, phase, step):
+        return lambda: drivers[entry["name"], phase["pass_index"]](step)
+
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    every_phase = interleave([[(entry, phase) for phase in entry["phases"]] for entry in entries])
+    timed = interleave([[(entry, phase, step) for phase in entry["phases"] for step in phase["timed_step_indices"]]
+                        for entry in entries])
+    try:
+        with torch.inference_mode(), attention_context(model):
+            for entry, phase in every_phase:
+                phase["activation_bytes"] = peak_activation(call(entry, phase, phase["step_indices"][0]), device)
+                phase["samples"] = [[] for _ in range(config.repeats)]
+                bar.update(1)
+            for entry, phase in every_phase if config.profile else ():
+                phase["profile"] = profile_call(call(entry, phase, phase["step_indices"][0]))
+                bar.update(1)
+            for repeat in range(config.repeats):
+                bar.set_postfix_str(f"repeat {repeat + 1}/{config.repeats}")
+                for entry, phase, step in timed:
+                    run = call(entry, phase, step)
+                    sync()
+                    start = time.perf_counter()
+                    run()
+                    sync()
+                    phase["samples"][repeat].append(time.perf_counter() - start)
+                    bar.update(1)
+    finally:
+        for driver in drivers.values():
+            driver.close()
+    return dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+                dtype=str(dtype).replace("torch.", ""), threads=torch.get_num_threads(),
+                weights_bytes=sum(p.numel() * p.element_size() for p in unet.parameters()))
+
+
+def twin_unavailable(variant: str) -> Optional[str]:
+    """None when a variant on the diffusers twin can run, else why not."""
+    try:
         import diffusers  # noqa: F401
+        if variant == "official":
+            from . import official
+            official.load()
     except Exception as error:       # noqa: BLE001 - any failure to load it is a reason to skip
-        return f"official HiDiffusion not loadable: {type(error).__name__}: {error}"
+        return f"not loadable: {type(error).__name__}: {error}"
     return None
 
 
 # ----------------------------------------------------------------------------------------------
-# The parent: schedule jobs, aggregate, report
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="call", desc="UNet calls", disable=not enabled, file=sys.stderr)
-
-
-def _spawn(config: Config, variant: str, bar) -> dict:
-    """Run one job in a fresh Python process; return its result or {"error": ...}."""
-    with tempfile.TemporaryDirectory(prefix="hidiffusion-bench-") as tmp:
-        job, out, log = Path(tmp, "job.json"), Path(tmp, "result.json"), Path(tmp, "stderr.txt")
-        job.write_text(json.dumps(dict(config=asdict(config), variant=variant)))
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        command = [sys.executable, "-c", "from hidiffusion.bench import worker_main; worker_main()", str(job), str(out)]
-        with open(log, "w") as stderr:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-            for line in process.stdout:
-                if line.strip() == "call":
-                    bar.update(1)
-            process.wait()
-        if process.returncode != 0 or not out.exists():
-            lines = [line for line in log.read_text().splitlines() if line.strip()]
-            return {"error": lines[-1] if lines else f"worker exited with {process.returncode}"}
-        return json.loads(out.read_text())
-
-
-def _median(values):
-    return statistics.median(values) if values else None
-
+# The report
 
 def benchmark(config: Config, progress: bool = True) -> dict:
     """Run every variant `config.repeats` times, interleaved; return the report (a JSON-able dict)."""
+    from tqdm import tqdm
     from .unets import build_unet
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if config.profile and pick_device(config.device)[0].type != "cpu":
+        raise ValueError("--profile groups the ops' CPU time, which on CUDA is only their launch; use --device cpu")
     model, overrides = model_spec(config)
     config.model = model
     architecture = detect(build_unet(model, tiny=not config.full and not config.checkpoint, device="meta",
@@ -398,80 +452,67 @@ def benchmark(config: Config, progress: bool = True) -> dict:
                   variants=[])
     entries = {}
     for variant in config.variants:
-        entry = dict(name=variant, description=VARIANTS[variant], status="ok", reason=None,
-                     phases=phases(variant, config, architecture), repeats=[])
-        if variant == "official":
-            entry["reason"] = official_unavailable()
-            entry["status"] = "skipped" if entry["reason"] else "ok"
-        if entry["status"] == "ok":
+        reason = twin_unavailable(variant) if VARIANTS[variant].twin else None
+        entry = dict(name=variant, description=VARIANTS[variant].description, baseline=VARIANTS[variant].baseline,
+                     status="skipped" if reason else "ok", reason=reason,
+                     phases=phases(variant, config, architecture))
+        if not reason:
             count_flops(config, entry["phases"], variant)
         entries[variant] = entry
         report["variants"].append(entry)
 
-    runnable = [v for v in config.variants if entries[v]["status"] == "ok"]
-    calls = sum(sum(p["steps"] for p in entries[v]["phases"]) for v in runnable) * config.repeats
-    bar = _progress_bar(calls, progress)
-    try:
-        for repeat in range(config.repeats):
-            for variant in runnable:
-                entry = entries[variant]
-                if entry["status"] != "ok":
-                    continue
-                bar.set_postfix_str(f"{variant} {repeat + 1}/{config.repeats}")
-                result = _spawn(config, variant, bar)
-                if "error" in result:
-                    entry.update(status="failed", reason=result["error"])
-                    continue
-                entry["repeats"].append(result)
-    finally:
-        bar.close()
+    runnable = [entry for entry in entries.values() if entry["status"] == "ok"]
+    phase_count = sum(len(entry["phases"]) for entry in runnable)
+    calls = phase_count * (2 if config.profile else 1) + config.repeats * sum(
+        len(phase["timed_step_indices"]) for entry in runnable for phase in entry["phases"])
+    with tqdm(total=calls, unit="call", desc="UNet calls", disable=not progress, file=sys.stderr) as bar:
+        report.update(run_variants(config, runnable, bar))
     _summarise(report, entries)
     return report
 
 
 def _summarise(report: dict, entries: dict) -> None:
-    """Medians, ratios to vanilla, ideal ratios from FLOPs and efficiency, in place."""
+    """Seconds per phase and variant, ratios to each variant's baseline, ideal ratios and efficiency, in place."""
     for entry in entries.values():
         if entry["status"] != "ok":
             continue
-        first = entry["repeats"][0]
-        report.setdefault("device", first["device"])
-        report.setdefault("dtype", first["dtype"])
-        report.setdefault("threads", first["threads"])
         for phase in entry["phases"]:
-            phase["seconds"] = _median([sum(result["seconds"][phase["pass_index"]][step]
-                                            for step in phase["step_indices"]) for result in entry["repeats"]])
-            phase["seconds_per_step"] = phase["seconds"] / phase["steps"]
-        entry["unet_seconds"] = _median([sum(map(sum, r["seconds"])) for r in entry["repeats"]])
-        entry["flops"] = sum(p["flops_per_step"] * p["steps"] for p in entry["phases"])
-        entry["peak_bytes"] = _median([r["peak_bytes"] for r in entry["repeats"]])
-        entry["activation_bytes"] = _median([r["peak_bytes"] - r["before_bytes"] for r in entry["repeats"]])
-    vanilla = entries.get("vanilla")
+            phase["seconds_per_step"] = statistics.median(statistics.fmean(times) for times in phase["samples"])
+            phase["seconds"] = phase["seconds_per_step"] * phase["steps"]
+        entry["unet_seconds"] = sum(phase["seconds"] for phase in entry["phases"])
+        entry["flops"] = sum(phase["flops_per_step"] * phase["steps"] for phase in entry["phases"])
+        entry["activation_bytes"] = max(phase["activation_bytes"] for phase in entry["phases"])
     for entry in entries.values():
-        if entry["status"] != "ok" or not vanilla or vanilla["status"] != "ok":
+        baseline = entries.get(entry["baseline"], {})
+        if "unet_seconds" not in entry or "unet_seconds" not in baseline:
             continue
-        entry["ratio"] = entry["unet_seconds"] / vanilla["unet_seconds"]
-        entry["ideal_ratio"] = entry["flops"] / vanilla["flops"]
+        entry["ratio"] = entry["unet_seconds"] / baseline["unet_seconds"]
+        entry["ideal_ratio"] = entry["flops"] / baseline["flops"]
         entry["efficiency"] = entry["ideal_ratio"] / entry["ratio"]
-        entry["activation_ratio"] = entry["activation_bytes"] / max(vanilla["activation_bytes"], 1)
+        entry["activation_ratio"] = entry["activation_bytes"] / max(baseline["activation_bytes"], 1)
     report["targets"] = _targets(entries)
 
 
-def _ok(entries, name):
-    entry = entries.get(name)
-    return entry if entry and entry["status"] == "ok" and "ratio" in entry else None
-
-
 def _targets(entries: dict) -> dict:
-    """The issue's targets, as numbers (None where a variant is missing)."""
-    hidiffusion, official = _ok(entries, "hidiffusion"), _ok(entries, "official")
-    disabled, hires = _ok(entries, "disabled"), _ok(entries, "hires-fix")
+    """The issue's targets, as numbers (None where a variant did not run)."""
+    def get(name, key):
+        return entries[name].get(key) if name in entries else None
+
+    ours, theirs, hires = (get(name, "unet_seconds") for name in ("hidiffusion", "official", "hires-fix"))
+    disabled = get("disabled", "ratio")
+    engine = [get(name, "activation_ratio") for name in entries if VARIANTS[name].engine]
     return {
-        "hidiffusion_efficiency": hidiffusion and hidiffusion["efficiency"],
-        "ours_over_official": hidiffusion and official and hidiffusion["unet_seconds"] / official["unet_seconds"],
-        "disabled_overhead": disabled and disabled["ratio"] - 1,
-        "activation_ratio": hidiffusion and hidiffusion["activation_ratio"],
-        "hidiffusion_over_hires_fix": hidiffusion and hires and hidiffusion["unet_seconds"] / hires["unet_seconds"],
+        "hidiffusion_efficiency": get("hidiffusion", "efficiency"),
+        "ours_over_official": ours / theirs if ours and theirs else None,
+        "ours_over_official_by_phase": {
+            mine["name"]: mine["seconds_per_step"] / official["seconds_per_step"]
+            for mine, official in zip(entries["hidiffusion"]["phases"], entries["official"]["phases"])
+        } if ours and theirs else None,
+        "vanilla_diffusers_over_vanilla": get("vanilla-diffusers", "ratio"),
+        "disabled_overhead": disabled - 1 if disabled is not None else None,
+        "activation_ratio": get("hidiffusion", "activation_ratio"),
+        "max_engine_activation_ratio": max((ratio for ratio in engine if ratio is not None), default=None),
+        "hidiffusion_over_hires_fix": ours / hires if ours and hires else None,
     }
 
 
@@ -483,36 +524,57 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 
 def format_report(report: dict) -> str:
-    """A Markdown table, readable in a terminal and pasteable into a README."""
-    config = report["config"]
+    """Markdown tables, readable in a terminal and pasteable into a README."""
+    config, targets = report["config"], report["targets"]
+    sampled = config["steps_per_phase"]
     lines = [f"HiDiffusion bench, {report['date']}: {report['model']} {config['width']}x{config['height']}, "
-             f"batch {config['batch']}, {config['steps']} steps, {report.get('device', '?')} "
-             f"{report.get('dtype', '')} ({report.get('threads', '?')} threads), torch {report['torch']}, "
-             f"median of {config['repeats']}",
+             f"batch {config['batch']}, {config['steps']} steps"
+             + (f" (timed: the first {sampled} of each phase, times its steps)" if sampled else "")
+             + f", {report.get('device', '?')} {report.get('dtype', '')} ({report.get('threads', '?')} threads), "
+             f"torch {report['torch']}, median of {config['repeats']}, variants interleaved in one process",
              f"plan: {report['plan']}",
              f"command: {report['command']}",
              "",
-             "| variant | UNet s | ratio | ideal (FLOPs) | efficiency | peak activation MiB | activation ratio "
-             "| s/step by phase |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| variant | vs | UNet s | ratio | ideal (FLOPs) | efficiency | peak activation MiB | activation ratio "
+             "| by phase: s/step (×steps), activation MiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for entry in report["variants"]:
         if entry["status"] != "ok":
-            lines.append(f"| {entry['name']} | {entry['status']}: {entry['reason']} |||||||")
+            lines.append(f"| {entry['name']} | {entry['status']}: {entry['reason']} ||||||||")
             continue
-        steps = ", ".join(f"{p['name']} {p['width']}x{p['height']} {p['seconds_per_step']:.3g}"
-                          f" (×{p['steps']})" for p in entry["phases"])
+        by_phase = ", ".join(f"{p['name']} {p['width']}x{p['height']} {p['seconds_per_step']:.3g} (×{p['steps']}) "
+                             f"{p['activation_bytes'] / MIB:.0f}" for p in entry["phases"])
         lines.append(
-            f"| {entry['name']} | {entry['unet_seconds']:.3g} | {_fmt(entry.get('ratio'), '.3f')} "
+            f"| {entry['name']} | {entry['baseline']} | {entry['unet_seconds']:.3g} | {_fmt(entry.get('ratio'), '.3f')} "
             f"| {_fmt(entry.get('ideal_ratio'), '.3f')} | {_fmt(entry.get('efficiency'), '.0%')} "
-            f"| {entry['activation_bytes'] / MIB:.0f} | {_fmt(entry.get('activation_ratio'), '.2f')} | {steps} |")
-    targets = report["targets"]
+            f"| {entry['activation_bytes'] / MIB:.0f} | {_fmt(entry.get('activation_ratio'), '.2f')} | {by_phase} |")
+    by_phase = targets["ours_over_official_by_phase"] or {}
     lines += ["",
+              "like for like: ours/official " + _fmt(targets["ours_over_official"], ".3f")
+              + "".join(f", {name} {ratio:.3f}" for name, ratio in by_phase.items())
+              + "; vanilla-diffusers/vanilla " + _fmt(targets["vanilla_diffusers_over_vanilla"], ".3f"),
               "targets: HiDiffusion efficiency " + _fmt(targets["hidiffusion_efficiency"], ".0%") + " (>= 90 %); "
               "ours/official " + _fmt(targets["ours_over_official"], ".3f") + " (<= 0.95); "
               "disabled overhead " + _fmt(targets["disabled_overhead"], "+.1%") + " (<= 1 %); "
-              "activation memory " + _fmt(targets["activation_ratio"], ".2f") + "x vanilla (<= 0.6 at 2048 px); "
+              "activation memory " + _fmt(targets["activation_ratio"], ".2f") + "x vanilla (<= 0.6 at 2048 px), "
+              "at most " + _fmt(targets["max_engine_activation_ratio"], ".2f") + "x in any engine variant (<= 1); "
               "HiDiffusion/Hires. fix " + _fmt(targets["hidiffusion_over_hires_fix"], ".3f") + " (< 1)"]
+    if config["profile"]:
+        lines += format_profile(report)
     return "\n".join(lines)
+
+
+def format_profile(report: dict) -> List[str]:
+    """One row per variant and phase: the profiled call's seconds and each kind's share of them."""
+    kinds = [*OP_KINDS, "other ops", OUTSIDE_OPS]
+    lines = ["", "profile: one warm call per phase under torch.profiler, self time of its ops by kind, % of the call",
+             "| variant | phase | call s | " + " | ".join(kinds) + " |", "|---|---|---:|" + "---:|" * len(kinds)]
+    for entry in report["variants"]:
+        for phase in entry["phases"] if entry["status"] == "ok" else ():
+            profiled = phase["profile"]
+            lines.append(f"| {entry['name']} | {phase['name']} | {profiled['seconds']:.3g} | "
+                         + " | ".join(f"{profiled['groups'][kind] / profiled['seconds']:.0%}" for kind in kinds) + " |")
+    return lines
 
 
 def plot_report(report: dict, path: str) -> None:
@@ -581,17 +643,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     measure.add_argument("--variants", default=",".join(defaults.variants),
                          help="comma-separated subset of: " + "; ".join(f"{k} = {v}" for k, v in VARIANTS.items()))
     measure.add_argument("--repeats", type=int, default=defaults.repeats,
-                         help="runs per variant, interleaved across variants; medians are reported "
+                         help="timed runs of each variant, interleaved call by call across variants, after one "
+                              "untimed call per phase that measures its memory; medians are reported "
                               "(default %(default)s)")
-    measure.add_argument("--warmup", type=int, default=defaults.warmup,
-                         help="untimed UNet calls before each run, in its first phase (default %(default)s)")
+    measure.add_argument("--steps-per-phase", type=int, metavar="N",
+                         help="time only the first N steps of each phase and scale by its steps: for sizes where "
+                              "a call takes minutes (default: every step)")
     measure.add_argument("--seed", type=int, default=defaults.seed,
                          help="seed of the weights, inputs and window shifts (default %(default)s)")
     measure.add_argument("--device", default=defaults.device,
                          help="auto (CUDA with fp16 when available, else CPU fp32), cpu, cuda or cuda:N "
                               "(default %(default)s)")
     measure.add_argument("--threads", type=int,
-                         help="CPU threads per run (default: torch's choice, usually one per core)")
+                         help="CPU threads (default: torch's choice, usually one per core)")
+    measure.add_argument("--profile", action="store_true",
+                         help="one more call per phase under torch.profiler: where its time goes by kind of op "
+                              "(convolution, attention, our gathers, ...) and outside any op (CPU only)")
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     output.add_argument("--plot", metavar="FILE.png", help="bar chart of UNet time per variant and phase")

@@ -65,7 +65,10 @@ def load():
 
 
 def to_diffusers(unet: torch.nn.Module, config: dict) -> torch.nn.Module:
-    """A diffusers `UNet2DConditionModel` with the weights of the ldm/sgm `unet` built from `config`.
+    """A diffusers `UNet2DConditionModel` over the weight tensors of the ldm/sgm `unet` built from `config`.
+
+    The twin holds the very tensors of `unet` (renamed, not copied): both cost one copy of the weights
+    (SDXL fp32 is 10 GB), and a benchmark compares them on identical memory.
 
     `config` is the UNetModel keyword dict (`hidiffusion.unets.unet_config`). SDXL's `label_emb`
     becomes a "projection" class embedding rather than diffusers' "text_time" one: the same MLP
@@ -83,10 +86,10 @@ def to_diffusers(unet: torch.nn.Module, config: dict) -> torch.nn.Module:
         diffusers_config = create_unet_diffusers_config_from_ldm(original, checkpoint, image_size=512)
     if diffusers_config["addition_embed_type"] == "text_time":
         diffusers_config.update(class_embed_type="projection", addition_embed_type=None, addition_time_embed_dim=None)
-    twin = UNet2DConditionModel(**diffusers_config)
-    twin.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, diffusers_config), strict=True)
-    p = next(unet.parameters())
-    return twin.to(device=p.device, dtype=p.dtype).eval()
+    with torch.device("meta"):
+        twin = UNet2DConditionModel(**diffusers_config)
+    twin.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, diffusers_config), strict=True, assign=True)
+    return twin.eval()
 
 
 def run(twin: torch.nn.Module, inputs: dict) -> torch.Tensor:

@@ -6,6 +6,7 @@ importable, the copy vendored in imaginAIry is used. "tiny" twins keep every blo
 full model with fewer channels, so HiDiffusion takes exactly the same code paths.
 """
 import contextlib
+import copy
 import importlib
 
 import torch
@@ -154,3 +155,8 @@ def sdp_attention():
         yield
     finally:
         attention.forward = original
+
+
+def sharing_weights(unet: torch.nn.Module) -> torch.nn.Module:
+    """Another UNet object over the very weight tensors of `unet` (no copy), to patch independently."""
+    return copy.deepcopy(unet, memo={id(tensor): tensor for tensor in unet.state_dict(keep_vars=True).values()})

@@ -106,3 +106,8 @@ def test_matches_official(tiny_unets, twins, model, case, size, overrides, steps
     assert seen == phases
     if not settings.raunet:     # same inputs every step: each pinned shift must change the output
         assert all((a - b).abs().max() > 1e-3 for i, a in enumerate(outputs) for b in outputs[:i])
+
+
+def test_twin_holds_the_ldm_tensors(tiny_unets, twins, model):
+    """No copy: the benchmark's official and engine variants read the same memory, and SDXL fits once."""
+    assert {p.data_ptr() for p in twins[model].parameters()} == {p.data_ptr() for p in tiny_unets[model].parameters()}
