@@ -189,10 +189,15 @@ def model_spec(config: Config) -> tuple:
 
 
 def attention_context(model: str):
-    """Webui-style sdp attention for ldm (its stock einsum attention would not fit at 1024 px)."""
+    """The UNet as the webui runs it: sdp attention for ldm (its stock einsum attention would not fit at
+    1024 px), and skips of odd sizes resized before their concatenation (else vanilla fails at 1080 px)."""
     import contextlib
-    from .unets import sdp_attention
-    return contextlib.nullcontext() if model == "sdxl" else sdp_attention()
+    from .unets import sdp_attention, webui_skip_concat
+    stack = contextlib.ExitStack()
+    stack.enter_context(webui_skip_concat(model))
+    if model != "sdxl":
+        stack.enter_context(sdp_attention())
+    return stack
 
 
 class Driver:

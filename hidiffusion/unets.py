@@ -157,6 +157,32 @@ def sdp_attention():
         attention.forward = original
 
 
+def _openaimodel(model: str):
+    return _sgm_openaimodel() if model == "sdxl" else importlib.import_module("ldm.modules.diffusionmodules.openaimodel")
+
+
+def _cat_resizing_first(tensors, dim=0, **kwargs):
+    """torch.cat that first resizes the upsampled features to their skip's size (nearest), as the webui's
+    sd_hijack_unet does: a latent side that is not a multiple of 8 leaves the skips one row off."""
+    if len(tensors) == 2 and tensors[0].shape[-2:] != tensors[1].shape[-2:]:
+        tensors = (F.interpolate(tensors[0], size=tensors[1].shape[-2:], mode="nearest"), tensors[1])
+    return torch.cat(tensors, dim, **kwargs)
+
+
+@contextlib.contextmanager
+def webui_skip_concat(model: str):
+    """Run `model`'s UNet class with the webui's resizing skip concatenation, so that the unpatched UNet
+    takes odd sizes like 1920x1080 (latent 240x135) as it does in the webui."""
+    module = _openaimodel(model)
+    original = module.th
+    module.th = type("ResizingTorch", (), {"__getattr__": lambda self, name: getattr(torch, name),
+                                           "cat": staticmethod(_cat_resizing_first)})()
+    try:
+        yield
+    finally:
+        module.th = original
+
+
 def sharing_weights(unet: torch.nn.Module) -> torch.nn.Module:
     """Another UNet object over the very weight tensors of `unet` (no copy), to patch independently."""
     return copy.deepcopy(unet, memo={id(tensor): tensor for tensor in unet.state_dict(keep_vars=True).values()})

@@ -128,3 +128,18 @@ def test_checkpoint_weights_load_bit_for_bit(tmp_path, tiny_unets, model):
     assert loaded_model == model
     for (name, expected), (_, actual) in zip(unet.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(expected, actual), name
+
+
+def test_unpatched_unet_takes_odd_latents_as_in_the_webui(unet, model):
+    """Vanilla at 1920x1080 (latent 240x135) must run: the bench concatenates mismatched skips as the webui does."""
+    import sys
+
+    from hidiffusion.unets import example_inputs, webui_skip_concat
+
+    inputs = example_inputs(unet, model, 1, 17, 33)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+            unet(**inputs)
+        with webui_skip_concat(model):
+            assert unet(**inputs).shape == (1, 4, 17, 33)
+    assert sys.modules[type(unet).__module__].th is torch      # restored
