@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hidiffusion import remove_all
-from hidiffusion.unets import build_unet, example_inputs, sdp_attention
+from testbed.unets import build_unet, example_inputs, sdp_attention
 
 MODELS = ("sd15", "sd21", "sdxl")
 pytest_plugins = ["webui_host.fixtures"]     # the real webui for the host tests

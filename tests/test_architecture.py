@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from hidiffusion import UnsupportedModel, detect
-from hidiffusion.unets import build_unet
+from testbed.unets import build_unet
 
 
 @pytest.mark.parametrize("model, family", [("sd15", "sd1"), ("sd21", "sd2"), ("sdxl", "sdxl")])
@@ -23,7 +23,7 @@ def test_inpainting_unets_are_recognised(model):
 
 
 def test_full_size_sd15_is_recognised_on_the_meta_device():
-    from hidiffusion.unets import CONFIGS
+    from testbed.unets import CONFIGS
     import ldm.modules.diffusionmodules.openaimodel as openaimodel
     with torch.device("meta"):
         unet = openaimodel.UNetModel(**CONFIGS["sd15"])

@@ -1,4 +1,4 @@
-"""`python -m hidiffusion bench` on a tiny twin: every variant runs, the official one included (the
+"""`python -m testbed bench` on a tiny twin: every variant runs, the official one included (the
 test stack installs it), and the JSON report has its documented structure. No timing assertions."""
 import contextlib
 import io
@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from hidiffusion.__main__ import main
-from hidiffusion.bench import OP_KINDS, OUTSIDE_OPS, VARIANTS, peak_activation
+from testbed.__main__ import main
+from testbed.bench.measure import OP_KINDS, OUTSIDE_OPS, peak_activation
+from testbed.bench.variants import VARIANTS
 
 PHASE_KEYS = {"name", "width", "height", "pass_index", "step_indices", "timed_step_indices", "steps", "flops_per_step",
               "samples", "seconds", "seconds_per_step", "activation_bytes"}
@@ -17,7 +18,7 @@ RESULT_KEYS = {"baseline", "unet_seconds", "ratio", "ideal_ratio", "efficiency",
 
 
 def run_bench(path, *args):
-    """The report and the printed tables of `python -m hidiffusion bench ARGS --json PATH`."""
+    """The report and the printed tables of `python -m testbed bench ARGS --json PATH`."""
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         assert main(["bench", *args, "--no-progress", "--json", str(path)]) == 0
     return json.loads(path.read_text()), printed.getvalue()
@@ -118,7 +119,7 @@ def test_checkpoint_weights_load_bit_for_bit(tmp_path, tiny_unets, model):
     import torch
     from safetensors.torch import save_file
 
-    from hidiffusion.unets import CHECKPOINT_PREFIX, checkpoint_config, load_unet
+    from testbed.unets import CHECKPOINT_PREFIX, checkpoint_config, load_unet
 
     unet = tiny_unets[model]
     path = tmp_path / f"{model}.safetensors"
@@ -136,7 +137,7 @@ def test_unpatched_unet_takes_odd_latents_as_in_the_webui(unet, model):
     """Vanilla at 1920x1080 (latent 240x135) must run: the bench concatenates mismatched skips as the webui does."""
     import sys
 
-    from hidiffusion.unets import example_inputs, webui_skip_concat
+    from testbed.unets import example_inputs, webui_skip_concat
 
     inputs = example_inputs(unet, model, 1, 17, 33)
     with torch.inference_mode():

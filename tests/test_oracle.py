@@ -1,6 +1,6 @@
 """Fidelity: our ldm/sgm HiDiffusion against the official diffusers implementation, step by step.
 
-Each tiny UNet is converted to a diffusers twin with the same weights (hidiffusion.official). Both
+Each tiny UNet is converted to a diffusers twin with the same weights (testbed.official). Both
 sides are patched, their step counters aligned (one UNet call per step) and the official MSW-MSA
 shift pinned to ours; every step's output must agree to 1e-4 (fp32). Run with `-s` for the table.
 """
@@ -9,8 +9,9 @@ import contextlib
 import pytest
 import torch
 
-from hidiffusion import Settings, apply, detect, official, resolve
-from hidiffusion.unets import example_inputs, unet_config
+from hidiffusion import Settings, apply, detect, resolve
+from testbed import official
+from testbed.unets import example_inputs, unet_config
 
 ATOL = 1e-4
 ROW = {"sd15": "sd15_1024", "sd21": "sd15_1024", "sdxl": "sdxl_2048"}   # official rows below 2048/4096 px

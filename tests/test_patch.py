@@ -3,7 +3,7 @@ import torch
 
 import hidiffusion
 from hidiffusion import Settings, apply, detect, patched, remove, remove_all, resolve
-from hidiffusion.unets import build_unet, example_inputs
+from testbed.unets import build_unet, example_inputs
 
 
 def hook_count(unet):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hidiffusion import Settings, apply, detect, resolve
-from hidiffusion.unets import example_inputs
+from testbed.unets import example_inputs
 
 
 @pytest.fixture

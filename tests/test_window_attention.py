@@ -3,7 +3,7 @@ import torch
 from einops import rearrange
 
 from hidiffusion import Settings, apply, detect, resolve
-from hidiffusion.unets import example_inputs
+from testbed.unets import example_inputs
 
 WINDOWS_ONLY = Settings(raunet=False)
 

@@ -11,10 +11,10 @@ same weights by diffusers' own single-file converter; the official patch is then
     for step in range(total):
         set_step(twin, step, total)     # like Patch.set_step: the official per-module counters
         with pinned_shift(2):            # the official MSW-MSA draws its shift from torch.rand(1)
-            out = run(twin, inputs)     # inputs as from hidiffusion.unets.example_inputs
+            out = run(twin, inputs)     # inputs as from testbed.unets.example_inputs
     remove(twin)
 
-diffusers is imported only inside these functions, so the engine stays importable without it.
+diffusers is imported only inside these functions, so the tests and the bench import this module without it.
 """
 import contextlib
 import importlib
@@ -70,7 +70,7 @@ def to_diffusers(unet: torch.nn.Module, config: dict) -> torch.nn.Module:
     The twin holds the very tensors of `unet` (renamed, not copied): both cost one copy of the weights
     (SDXL fp32 is 10 GB), and a benchmark compares them on identical memory.
 
-    `config` is the UNetModel keyword dict (`hidiffusion.unets.unet_config`). SDXL's `label_emb`
+    `config` is the UNetModel keyword dict (`testbed.unets.unet_config`). SDXL's `label_emb`
     becomes a "projection" class embedding rather than diffusers' "text_time" one: the same MLP
     added to the time embedding, but fed with the ldm `y` vector itself (`run` passes it as
     `class_labels`), so no text_embeds/time_ids need to be reconstructed.
