@@ -11,7 +11,7 @@ unless a test asks it to (a pause to interrupt at a known call, an injected fail
 
 Routes (JSON): POST /hidiffusion-probe/reset {pause_at_call, raise_at_call}, GET .../calls,
 GET .../state, GET .../paused, POST .../resume, POST .../train (what training runs, without scripts),
-POST .../forge {on} (a Forge-style model marker).
+POST .../forge {on} (a Forge-style model marker), GET .../extensions (the extensions the webui loaded).
 """
 import hashlib
 import os
@@ -19,7 +19,7 @@ import sys
 import threading
 import weakref
 
-from modules import script_callbacks, sd_models, shared
+from modules import extensions, script_callbacks, sd_models, shared
 
 NO_DENOISER = dict(sigma=None, denoiser_step=None, hr=False, batch=None, model=None)   # a UNet call outside sampling
 state = {"calls": [], "pause_at_call": None, "raise_at_call": None, "denoiser": NO_DENOISER}
@@ -161,6 +161,10 @@ def on_app_started(demo, app):
     def models():
         loaded = [m for m in sd_models.model_data.loaded_sd_models if m is not None]
         return [model_state(m) for m in loaded]
+
+    @app.get("/hidiffusion-probe/extensions")
+    def active_extensions():
+        return [extension.name for extension in extensions.active()]
 
     @app.get("/hidiffusion-probe/paused")
     def is_paused():
