@@ -94,7 +94,9 @@ def run_variants(config: Config, entries: List[dict], bar) -> dict:
     timed = interleave([[(entry, phase, step) for phase in entry["phases"] for step in phase["timed_step_indices"]]
                         for entry in entries])
     try:
-        with torch.inference_mode(), attention_context(model):
+        # CUDA runs fp16 as the webui does: half weights under autocast (ldm embeds timesteps in fp32).
+        autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")
+        with torch.inference_mode(), attention_context(model), autocast:
             for entry, phase in every_phase:
                 phase["activation_bytes"] = peak_activation(call(entry, phase, phase["step_indices"][0]), device)
                 phase["samples"] = [[] for _ in range(config.repeats)]
