@@ -54,18 +54,18 @@ def _sgm_openaimodel():
         return module
 
 
+def _openaimodel(model: str):
+    return _sgm_openaimodel() if model == "sdxl" else importlib.import_module("ldm.modules.diffusionmodules.openaimodel")
+
+
 def build_unet(model: str, tiny: bool = False, seed: int = 0, device=None, **overrides) -> torch.nn.Module:
     """An eval-mode UNetModel of `model` ("sd15", "sd21", "sdxl") with random non-zero weights.
 
     On `device="meta"` the weights stay unallocated (for counting FLOPs or loading weights in place).
     """
     config = unet_config(model, tiny, **overrides)
-    if model == "sdxl":
-        unet_class = _sgm_openaimodel().UNetModel
-    else:
-        unet_class = importlib.import_module("ldm.modules.diffusionmodules.openaimodel").UNetModel
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        unet = unet_class(**config).eval()
+        unet = _openaimodel(model).UNetModel(**config).eval()
     return unet if str(device) == "meta" else randomize(unet, seed)
 
 
@@ -157,16 +157,19 @@ def sdp_attention():
         attention.forward = original
 
 
-def _openaimodel(model: str):
-    return _sgm_openaimodel() if model == "sdxl" else importlib.import_module("ldm.modules.diffusionmodules.openaimodel")
+class _ResizingTorch:
+    """`torch` as the UNet module sees it under the webui (its sd_hijack_unet): `cat` first resizes the
+    upsampled features to their skip's size (nearest), since a latent side that is not a multiple of 8
+    leaves the skips one row off."""
 
+    def __getattr__(self, name):
+        return getattr(torch, name)
 
-def _cat_resizing_first(tensors, dim=0, **kwargs):
-    """torch.cat that first resizes the upsampled features to their skip's size (nearest), as the webui's
-    sd_hijack_unet does: a latent side that is not a multiple of 8 leaves the skips one row off."""
-    if len(tensors) == 2 and tensors[0].shape[-2:] != tensors[1].shape[-2:]:
-        tensors = (F.interpolate(tensors[0], size=tensors[1].shape[-2:], mode="nearest"), tensors[1])
-    return torch.cat(tensors, dim, **kwargs)
+    @staticmethod
+    def cat(tensors, dim=0, **kwargs):
+        if len(tensors) == 2 and tensors[0].shape[-2:] != tensors[1].shape[-2:]:
+            tensors = (F.interpolate(tensors[0], size=tensors[1].shape[-2:], mode="nearest"), tensors[1])
+        return torch.cat(tensors, dim, **kwargs)
 
 
 @contextlib.contextmanager
@@ -175,8 +178,7 @@ def webui_skip_concat(model: str):
     takes odd sizes like 1920x1080 (latent 240x135) as it does in the webui."""
     module = _openaimodel(model)
     original = module.th
-    module.th = type("ResizingTorch", (), {"__getattr__": lambda self, name: getattr(torch, name),
-                                           "cat": staticmethod(_cat_resizing_first)})()
+    module.th = _ResizingTorch()
     try:
         yield
     finally:
