@@ -1,14 +1,15 @@
-"""The real webui 1.10.1 the host tests run: its tree, its own venv and the tiny checkpoints, built once.
+"""The real hosts the host tests run, each built once: its tree, its own venv and the tiny checkpoints.
 
-Built from the pinned sources in WEBUI_SOURCES (default `../shared/webui` beside this checkout) into a
-cache outside the clone (HIDIFFUSION_CACHE, default `~/.cache/sd-webui-hidiffusion`), under a key of
-everything that decides the result: the source tarballs and the pins (the venv), plus the checkpoint
-builder (the models). A cold build takes a few minutes; later runs reuse it. Or set WEBUI_DIR (and
-WEBUI_PYTHON) to run the tests against a webui you installed yourself.
+The AUTOMATIC1111 webui 1.10.1 is built from the pinned sources in WEBUI_SOURCES (default `../shared/webui`
+beside this checkout), WebUI Forge from FORGE_SOURCES (default `../shared/forge`), into a cache outside the
+clone (HIDIFFUSION_CACHE, default `~/.cache/sd-webui-hidiffusion`), under a key of everything that decides
+the result: the source tarballs and the pins (the venv), plus the checkpoint builder (the models). A cold
+build takes a few minutes; later runs reuse it. Or set WEBUI_DIR (and WEBUI_PYTHON) to run the A1111 tests
+against a webui you installed yourself.
 
-The venv follows the webui's requirements_versions.txt, with torch held to the local CPU wheel and
-the facts of running offline here (see `../shared/webui/README.md`): a torchvision placeholder, the
-packages that need torchvision installed without their dependencies, setuptools below 81.
+Each venv follows its host's requirements_versions.txt, with torch held to the local CPU wheel and the
+facts of running offline here (see the README beside each source): a torchvision placeholder, the packages
+that need torchvision installed without their dependencies, setuptools below 81.
 """
 import contextlib
 import fcntl
@@ -21,15 +22,34 @@ import sysconfig
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WEBUI_TARBALL = "stable-diffusion-webui-v1.10.1.tar.gz"
 CONTROLNET_TARBALL = "sd-webui-controlnet-v1.1.455.tar.gz"
-CONSTRAINTS = ROOT / ".ci" / "constraints.txt"
-REQUIREMENTS = HERE / "requirements-webui.txt"
-REQUIREMENTS_NODEPS = HERE / "requirements-webui-nodeps.txt"
-NOT_FROM_WEBUI_PINS = ("torch", "setuptools")     # torch is the local wheel; setuptools is pinned above
+FORGE_TARBALL = "stable-diffusion-webui-forge-dfdcbab6.tar.gz"
+FORGE_MODEL_DETECTION_TARBALL = "huggingface_guess-84826248.tar.gz"
+NOT_FROM_HOST_PINS = ("torch", "setuptools")     # torch is the local wheel; setuptools is pinned in ours
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one host's tree and venv are built."""
+    kind: str                    # "a1111" or "forge"
+    tree: str                    # the folder launch.py is in, inside the build folder
+    tarballs: tuple              # (tarball, folder to extract it into, relative to the build folder)
+    constraints: Path            # on every pip call: torch stays the local CPU wheel
+    requirements: Path           # ours, beside the host's requirements_versions.txt
+    nodeps: Path                 # installed with --no-deps (they depend on torchvision)
+
+
+A1111 = Recipe("a1111", "webui", ((WEBUI_TARBALL, "."), (CONTROLNET_TARBALL, ".")), ROOT / ".ci" / "constraints.txt",
+               HERE / "requirements-webui.txt", HERE / "requirements-webui-nodeps.txt")
+# Forge clones its model detection into repositories/ at start-up, which --skip-prepare-environment skips.
+FORGE = Recipe("forge", "stable-diffusion-webui-forge",
+               ((FORGE_TARBALL, "."), (FORGE_MODEL_DETECTION_TARBALL, "stable-diffusion-webui-forge/repositories")),
+               HERE / "constraints-forge.txt", HERE / "requirements-forge.txt", HERE / "requirements-forge-nodeps.txt")
 
 
 class HostUnavailable(RuntimeError):
@@ -40,12 +60,14 @@ class HostUnavailable(RuntimeError):
 class Host:
     webui: Path                  # the webui tree (launch.py)
     python: Path                 # the interpreter of its venv
-    models: Path                 # the tiny checkpoints, each with its .yaml
-    controlnet: Path             # the sd-webui-controlnet tree to install as an extension
+    models: Path                 # the tiny checkpoints (in folders named as the webui's models/ folders)
+    controlnet: Optional[Path]   # the sd-webui-controlnet tree to install as an extension (Forge has its own)
+    kind: str = "a1111"          # or "forge"
 
 
-def sources() -> Path:
-    return Path(os.environ.get("WEBUI_SOURCES", ROOT.parent / "shared" / "webui")).resolve()
+def sources(kind: str = "a1111") -> Path:
+    variable, folder = ("FORGE_SOURCES", "forge") if kind == "forge" else ("WEBUI_SOURCES", "webui")
+    return Path(os.environ.get(variable, ROOT.parent / "shared" / folder)).resolve()
 
 
 def cache() -> Path:
@@ -81,30 +103,33 @@ def _site_packages(venv: Path) -> Path:
     return Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
 
 
-def _webui_requirements(webui: Path) -> str:
-    """requirements_versions.txt without the lines pinned elsewhere (it has CRLF line ends)."""
-    nodeps = {line.split("==")[0].strip().lower() for line in REQUIREMENTS_NODEPS.read_text().splitlines()
-              if "==" in line and not line.startswith("#")}
-    keep = []
-    for line in (webui / "requirements_versions.txt").read_text().splitlines():
-        name = line.split("==")[0].split("#")[0].strip().lower()
-        if name and name not in NOT_FROM_WEBUI_PINS and name not in nodeps:
-            keep.append(line.strip())
+def _host_requirements(tree: Path, recipe: Recipe) -> str:
+    """The host's requirements_versions.txt without the lines pinned elsewhere (it has CRLF line ends).
+    Names are matched whole: `torch` must not take `torchdiffeq` and `torchsde` with it."""
+    def name(line):
+        return line.split("==")[0].split("#")[0].strip().lower()
+    ours = {name(line) for line in recipe.nodeps.read_text().splitlines() if "==" in line}
+    keep = [line.strip() for line in (tree / "requirements_versions.txt").read_text().splitlines()
+            if name(line) and name(line) not in NOT_FROM_HOST_PINS and name(line) not in ours]
     return "\n".join(keep) + "\n"
 
 
-def _build_webui(folder: Path, tarballs: Path, log: Path) -> None:
-    for tarball in (WEBUI_TARBALL, CONTROLNET_TARBALL):
+def _unpack(folder: Path, recipe: Recipe, tarballs: Path) -> None:
+    for tarball, into in recipe.tarballs:
         with tarfile.open(tarballs / tarball) as archive:
-            archive.extractall(folder, filter="data")
-    webui = folder / "webui"
-    (folder / "requirements-webui-pins.txt").write_text(_webui_requirements(webui))
+            archive.extractall(folder / into, filter="data")
+
+
+def _build_tree(folder: Path, recipe: Recipe, tarballs: Path, log: Path) -> None:
+    _unpack(folder, recipe, tarballs)
+    tree = folder / recipe.tree
+    (folder / "requirements-host-pins.txt").write_text(_host_requirements(tree, recipe))
     venv = folder / "venv"
     _run(sys.executable, "-m", "venv", venv, log=log)
     pip = [venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check"]
-    _run(*pip, "-c", CONSTRAINTS, "torch==2.13.0", "-r", folder / "requirements-webui-pins.txt",
-         "-r", REQUIREMENTS, log=log)
-    _run(*pip, "--no-deps", "-r", REQUIREMENTS_NODEPS, log=log)
+    _run(*pip, "-c", recipe.constraints, "torch==2.13.0", "-r", folder / "requirements-host-pins.txt",
+         "-r", recipe.requirements, log=log)
+    _run(*pip, "--no-deps", "-r", recipe.nodeps, log=log)
     shutil.copytree(HERE / "torchvision", _site_packages(venv) / "torchvision",
                     ignore=shutil.ignore_patterns("__pycache__"))
 
@@ -117,7 +142,7 @@ def _fresh(folder: Path, build, *args) -> Path:
         if (folder / "ready").exists():
             return folder
         kind = folder.name.rsplit("-", 1)[0]
-        for stale in folder.parent.glob(f"{kind}-*"):
+        for stale in folder.parent.glob(f"{kind}-" + "[0-9a-f]" * 12):      # not "forge-models-*" for "forge"
             shutil.rmtree(stale, ignore_errors=True)
         folder.mkdir(parents=True)
         build(folder, *args)
@@ -125,17 +150,49 @@ def _fresh(folder: Path, build, *args) -> Path:
     return folder
 
 
-def _build_models(folder: Path, webui: Path, python: Path, controlnet: Path, log: Path) -> None:
-    _run(python, HERE / "checkpoints.py", webui, controlnet, folder, cwd=webui, log=log)
+def _build_models(folder: Path, builder: Path, webui: Path, python: Path, *args, log: Path) -> None:
+    _run(python, builder, webui, *args, folder, cwd=webui, log=log)
+
+
+def _missing(tarballs: Path, needed) -> None:
+    missing = [t for t in needed if not (tarballs / t).exists()]
+    if missing:
+        raise HostUnavailable(f"no {', '.join(missing)} in {tarballs}")
+
+
+def _recipe_key(recipe: Recipe, tarballs: Path) -> str:
+    return _digest(*(tarballs / tarball for tarball, _ in recipe.tarballs), recipe.constraints, recipe.requirements,
+                   recipe.nodeps, HERE / "torchvision" / "__init__.py", sys.version)
+
+
+def forge_source() -> Path:
+    """Forge's tree with its model detection in repositories/, unpacked without a venv: enough to build
+    Forge's UNet class in the test process."""
+    tarballs = sources("forge")
+    _missing(tarballs, [tarball for tarball, _ in FORGE.tarballs])
+    key = _digest(*(tarballs / tarball for tarball, _ in FORGE.tarballs))
+    return _fresh(cache() / f"forge-source-{key}", _unpack, FORGE, tarballs) / FORGE.tree
+
+
+def forge_host() -> Host:
+    """Build (or find) WebUI Forge, its venv and its tiny checkpoints; raise HostUnavailable saying why not."""
+    tarballs = sources("forge")
+    _missing(tarballs, [tarball for tarball, _ in FORGE.tarballs])
+    key = _recipe_key(FORGE, tarballs)
+    folder = _fresh(cache() / f"forge-{key}", _build_tree, FORGE, tarballs, cache() / f"build-forge-{key}.log")
+    forge, python = folder / FORGE.tree, folder / "venv" / "bin" / "python"
+    (forge / "repositories" / "stable-diffusion-webui-assets").mkdir(exist_ok=True)   # what UI mode mounts
+    builder = HERE / "forge_checkpoints.py"
+    key = _digest(str(python), str(forge), builder)
+    models = _fresh(cache() / f"forge-models-{key}", _build_models, builder, forge, python,
+                    log=cache() / f"build-forge-models-{key}.log")
+    return Host(webui=forge, python=python, models=models, controlnet=None, kind="forge")
 
 
 def host() -> Host:
     """Build (or find) the webui, its venv and the tiny checkpoints; raise HostUnavailable saying why not."""
     tarballs = sources()
-    needed = [CONTROLNET_TARBALL] + ([] if os.environ.get("WEBUI_DIR") else [WEBUI_TARBALL])
-    missing = [t for t in needed if not (tarballs / t).exists()]
-    if missing:
-        raise HostUnavailable(f"no {', '.join(missing)} in WEBUI_SOURCES={tarballs}")
+    _missing(tarballs, [CONTROLNET_TARBALL] + ([] if os.environ.get("WEBUI_DIR") else [WEBUI_TARBALL]))
     if os.environ.get("WEBUI_DIR"):
         webui = Path(os.environ["WEBUI_DIR"]).resolve()
         python = Path(os.environ.get("WEBUI_PYTHON", webui / "venv" / "bin" / "python"))
@@ -145,12 +202,11 @@ def host() -> Host:
                           lambda folder: tarfile.open(tarballs / CONTROLNET_TARBALL).extractall(folder, filter="data"))
         controlnet = unpacked / "sd-webui-controlnet"
     else:
-        key = _digest(tarballs / WEBUI_TARBALL, tarballs / CONTROLNET_TARBALL, CONSTRAINTS, REQUIREMENTS,
-                      REQUIREMENTS_NODEPS, HERE / "torchvision" / "__init__.py", sys.version)
+        key = _recipe_key(A1111, tarballs)
         folder = cache() / f"webui-{key}"
-        _fresh(folder, _build_webui, tarballs, cache() / f"build-webui-{key}.log")
+        _fresh(folder, _build_tree, A1111, tarballs, cache() / f"build-webui-{key}.log")
         webui, python, controlnet = folder / "webui", folder / "venv" / "bin" / "python", folder / "sd-webui-controlnet"
     key = _digest(str(python), str(webui), str(controlnet), HERE / "checkpoints.py")
-    models = _fresh(cache() / f"models-{key}", _build_models, webui, python, controlnet,
-                    cache() / f"build-models-{key}.log")
+    models = _fresh(cache() / f"models-{key}", _build_models, HERE / "checkpoints.py", webui, python, controlnet,
+                    log=cache() / f"build-models-{key}.log")
     return Host(webui=webui, python=python, models=models, controlnet=controlnet)

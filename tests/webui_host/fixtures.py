@@ -5,11 +5,12 @@ the reason. Every request checks the new part of the server's log for tracebacks
 of every test (see `Webui.check_log`); the logs stay under the artifacts folder.
 """
 import os
+import sys
 
 import pytest
 
 from .browser import BrowserUnavailable, Page, chrome
-from .environment import HostUnavailable, host
+from .environment import HostUnavailable, forge_source, host
 from .server import Webui
 
 
@@ -83,6 +84,27 @@ def webui_without_extension(webui_host):
     server = _server(webui_host, "webui-plain", extensions=())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def forge_backend():
+    """Forge's UNet module (`backend.nn.unet`) and its model detection (`huggingface_guess.detection`),
+    imported in this process from the pinned sources, as Forge's loader uses them."""
+    try:
+        tree = forge_source()
+    except HostUnavailable as e:
+        _unavailable(str(e), "WebUI Forge's sources")
+    # Appended, so that nothing of ours is shadowed; Forge's own `modules` is never imported here.
+    sys.path += [str(tree), str(tree / "packages_3rdparty"), str(tree / "repositories" / "huggingface_guess")]
+    argv = list(sys.argv)
+    # backend.args parses sys.argv at import; without --always-cpu backend.memory_management asks CUDA for a device.
+    sys.argv[1:] = ["--always-cpu", "--attention-pytorch"]
+    try:
+        from backend.nn import unet
+        from huggingface_guess import detection
+    finally:
+        sys.argv[:] = argv
+    return unet, detection
 
 
 @pytest.fixture(autouse=True)
