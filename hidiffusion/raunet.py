@@ -10,7 +10,13 @@ Four operations, each placed with hooks or an attribute change that leaves modul
 
 Every Upsample of a patched UNet resizes to the exact size of its next skip (as the official code
 does through diffusers' `upsample_size`), so skips and features always match: the webui's `th.cat`
-would otherwise resize mismatches silently. Where x2 already matches, the output is untouched.
+would otherwise resize mismatches silently. Where x2 already matches, the output is untouched. (Forge's
+UNet tells its Upsample the skip's size itself; the resize to the same size then changes nothing.)
+
+ControlNet residuals are computed at the full latent size; while RAU-Net shrinks the deep levels, each is
+resized to the feature it is added to, whether the control model's output is followed
+(`follow_residuals`) or the residuals come as the UNet call's `control` argument (Forge's and ComfyUI's
+UNets, which would otherwise drop a mismatched residual with a warning).
 """
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +52,7 @@ class RAUNet:
 
         if plan.rad_input_block is not None:
             self.add_rad_twin(unet.input_blocks[plan.rad_input_block][0].op)
+        self.hooks.append(unet.register_forward_pre_hook(self._fit_control_argument, with_kwargs=True))
         self.hooks.append(unet.input_blocks[plan.ca_input_block].register_forward_hook(self._pool))
         self.hooks.append(unet.output_blocks[plan.ca_output_block].register_forward_hook(self._unpool))
 
@@ -95,9 +102,24 @@ class RAUNet:
                 return None
             latent = kwargs["x"] if "x" in kwargs else args[0]
             sizes = self.skip_sizes(*latent.shape[-2:])
-            return [f if tuple(f.shape[-2:]) == sizes[t] else F.interpolate(f, size=sizes[t], mode="area")
-                    for f, t in zip(features, targets)]
+            return [_fit(f, sizes[t]) for f, t in zip(features, targets)]
         self.hooks.append(module.register_forward_hook(resize, with_kwargs=True))
+
+    def _fit_control_argument(self, unet, args, kwargs):
+        """`control={"input": [...], "middle": [...], "output": [...]}`: the UNet pops each list from its end,
+        "input" after each input block (block 0 first), "middle" after the middle block, "output" onto each
+        skip (the last skip first). So the k-th element from the end of "input" meets input block k-1, of
+        "output" skip n-k (n input blocks); "middle" meets the middle block's output."""
+        control = kwargs.get("control")
+        if not (self.phase.rad or self.phase.ca) or not isinstance(control, dict):
+            return None
+        sizes = self.skip_sizes(*(kwargs["x"] if "x" in kwargs else args[0]).shape[-2:])
+        targets = {"input": lambda k: sizes[k - 1], "middle": lambda k: sizes[-1],
+                   "output": lambda k: sizes[self.input_blocks - k]}
+        fitted = {key: [_fit(f, targets[key](len(residuals) - i)) for i, f in enumerate(residuals)]
+                  if key in targets and len(residuals) <= self.input_blocks else residuals
+                  for key, residuals in control.items()}
+        return args, dict(kwargs, control=fitted)
 
     def remove(self) -> None:
         self.set_phase(Phase(rad=False, ca=False))
@@ -141,3 +163,10 @@ class RAUNet:
         if not self.phase.ca:
             return None
         return F.interpolate(output, size=self.size_before_pool, mode="bicubic")
+
+
+def _fit(residual, size):
+    """A residual resized to `size` by averaging over the area (None, or the right size, as it is)."""
+    if residual is None or tuple(residual.shape[-2:]) == tuple(size):
+        return residual
+    return F.interpolate(residual, size=size, mode="area")
