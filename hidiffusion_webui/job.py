@@ -13,6 +13,7 @@ import hidiffusion
 from modules import shared
 
 from .compatibility import controlnet_units, fit_extensions, raunet_conflict
+from .host import unet_of
 from .infotext import clear_infotext, fail, write_plan, write_request
 from .options import KEY, TITLE, engine_settings, read_args
 
@@ -22,7 +23,7 @@ LATENT_SCALE = 8
 
 def current_unet(p):
     model = shared.sd_model if shared.sd_model is not None else p.sd_model   # the refiner swaps shared.sd_model
-    return model.model.diffusion_model
+    return unet_of(model)
 
 
 def noise_levels(p, denoiser):
@@ -197,8 +198,6 @@ def start(p, args):
         settings = engine_settings(values)
     except ValueError as e:
         return fail(p, f"invalid settings: {e}")
-    if hasattr(p.sd_model, "forge_objects"):
-        return fail(p, "WebUI Forge is not supported yet (this extension patches the A1111 ldm/sgm UNet)")
     if not (settings.raunet or settings.window_attention):
         return fail(p, "RAU-Net and MSW-MSA are both off")
     write_request(p, values)

@@ -7,6 +7,7 @@ import hidiffusion
 from modules import scripts, shared
 from modules.ui_components import FormRow, InputAccordion
 
+from .host import unet_of
 from .infotext import paste_fields
 from .job import snapped_size
 from .options import DEFAULTS, OPTION, OPTIONS, TITLE, engine_settings, normalize, preset_label
@@ -20,6 +21,9 @@ SIZE_IDS = {"txt2img": ("txt2img_width", "txt2img_height", "txt2img_hr-checkbox"
 # its page clicks once a new source image shows
 SIGNAL_IDS = {"txt2img": (), "img2img": ("img2img_tab_resize_to", "img2img_tab_resize_by",
                                          "img2img_update_resize_to")}
+
+# The keyword of an event's client-side function: `_js` in gradio 3 (A1111), `js` in gradio 4 (Forge).
+CLIENT_CODE = "_js" if int(gr.__version__.split(".")[0]) < 4 else "js"
 
 
 class Panel:
@@ -90,10 +94,11 @@ class Panel:
         sizes, controls = [self.size_components[i] for i in SIZE_IDS[tab]], [c[o.name] for o in OPTIONS]
         is_img2img = self.script.is_img2img
 
+        client = {CLIENT_CODE: "hidiffusionImg2imgSize" if is_img2img else None}
+
         def refresh(event):
             event(fn=functools.partial(auto_display, is_img2img), inputs=sizes + controls,
-                  outputs=[line, c["t1"], c["t2"]], _js="hidiffusionImg2imgSize" if is_img2img else None,
-                  show_progress=False)
+                  outputs=[line, c["t1"], c["t2"]], show_progress=False, **client)
 
         self.refresh = refresh
         # Sliders on release, as the webui's own hires preview: change fires at every drag step, and gradio
@@ -152,11 +157,11 @@ def describe_auto(values, sizes):
     """One HTML line per pass (the resolved preset, T1, T2 and aggressive at its size), and the (T1, T2)
     the sliders show under Auto: the last pass that applies, as the infotext records; if none applies,
     the last that resolves; None if none does."""
-    model = shared.sd_model
-    if model is None or not hasattr(getattr(model, "model", None), "diffusion_model"):
+    unet = unet_of(shared.sd_model)
+    if unet is None:
         return "Auto values appear once a model is loaded.", None
     try:
-        architecture = hidiffusion.detect(model.model.diffusion_model)
+        architecture = hidiffusion.detect(unet)
         settings = engine_settings(normalize(values))
     except ValueError as e:     # UnsupportedModel is a ValueError
         return f"Not available: {e}", None

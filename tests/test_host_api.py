@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from webui_host.scenario import hidiffusion, observed, request
+from webui_host.scenario import hidiffusion, observed, our_lines, request, xyz
 from webui_host.server import decode, info
 
 pytestmark = pytest.mark.webui
@@ -31,10 +31,6 @@ def test_script_info_lists_the_args_in_the_documented_order(webui):
         assert script["is_alwayson"] and [a["label"] for a in script["args"]] == LABELS
         assert [a["value"] for a in script["args"]] == [False, True, True, "Auto", True, 0.4, 0.0, "Auto", "Both",
                                                        True, "nearest", "random", ""]
-
-
-def our_lines(log: str):
-    return [line for line in log.splitlines() if line.startswith("HiDiffusion:")]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -104,18 +100,6 @@ def test_an_infotext_without_our_keys_turns_hidiffusion_off(webui):
     assert decode(response) == decode(plain)
 
 
-def xyz(webui, x, y=None):
-    """x/y/z plot script args for 1.10.1: each axis (type, values as text, values as a list: axes with
-    choices read the list), then draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds,
-    vary_seeds x/y/z, margin_size, csv_mode. Axes are looked up by label: indices differ between modes."""
-    script = next(s for s in webui.call("/sdapi/v1/script-info") if s["name"] == "x/y/z plot" and not s["is_img2img"])
-    choices = next(a["choices"] for a in script["args"] if a["choices"] and "Seed" in a["choices"])
-    axes = []
-    for label, values in (x, y or ("Nothing", []), ("Nothing", [])):
-        axes += [choices.index(label), ", ".join(values), values]
-    return axes + [True, True, False, False, False, False, False, 0, False]
-
-
 @pytest.fixture(params=["webui", "webui_ui"])
 def any_mode(request):
     """API-only mode registers XYZ axes at import; UI mode also through on_before_ui."""
@@ -143,18 +127,6 @@ def test_xyz_refuses_a_plot_with_a_cell_that_cannot_run(webui):
         response = webui.call("/sdapi/v1/txt2img", request(script_name="x/y/z plot", script_args=args,
                                                            alwayson_scripts=hidiffusion()), check=False)
     assert "does not fit this SD1 UNet" in json.dumps(response), response
-
-
-def test_forge_models_are_refused_with_a_message(webui, webui_without_extension):
-    """WebUI Forge keeps its UNet elsewhere (`sd_model.forge_objects`): say so, generate without."""
-    plain = decode(webui_without_extension.txt2img(**request()))
-    webui.probe("forge", on=True)
-    try:
-        response = webui.txt2img(**request(alwayson_scripts=hidiffusion()))
-    finally:
-        webui.probe("forge", on=False)
-    assert "Forge is not supported yet" in info(response)["extra_generation_params"]["HiDiffusion error"]
-    assert decode(response) == plain
 
 
 def test_t2_above_t1_is_lowered_with_a_note_also_in_xyz_cells(webui):

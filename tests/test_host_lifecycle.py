@@ -5,12 +5,9 @@ test guesses a duration), then checks that the next plain run gives the plain pi
 of HiDiffusion is left on the model: the kohya Deep Shrink and SD.Next failure, a model stuck patched
 until a restart.
 """
-import time
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
-from webui_host.scenario import assert_clean, hidiffusion, observed, request
+from webui_host.scenario import assert_clean, hidiffusion, observed, paused_run, request
 from webui_host.server import decode
 
 pytestmark = pytest.mark.webui
@@ -26,24 +23,10 @@ def plain_again(webui, plain):
     assert_clean(webui)
 
 
-def paused_run(webui, at_call, route):
-    """Run PAYLOAD, pause it at denoiser call `at_call`, POST `route` (interrupt or skip), let it go on."""
-    webui.probe("reset", pause_at_call=at_call)
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(webui.txt2img, **PAYLOAD)
-        deadline = time.monotonic() + 120
-        while not webui.probe("paused")["paused"]:
-            assert time.monotonic() < deadline and not future.done(), "sampling never reached the pause"
-            time.sleep(0.05)       # polling the probe's flag
-        webui.call(f"/sdapi/v1/{route}", {})
-        webui.probe("resume")
-        return future.result(), webui.probe("calls")
-
-
 @pytest.mark.parametrize("route", ["interrupt", "skip"])
 def test_interrupt_and_skip_in_the_middle_of_raunet(webui, webui_without_extension, route):
     plain = decode(webui_without_extension.txt2img(**request(steps=6)))
-    response, calls = paused_run(webui, 2, route)
+    response, calls = paused_run(webui, PAYLOAD, 2, route)
     assert len(response["images"]) == 1
     assert [observed(c)["rad"] for c in calls] == [True, True, True]    # stopped after call 2, RAD still on
     plain_again(webui, plain)

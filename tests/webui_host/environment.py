@@ -150,7 +150,7 @@ def _fresh(folder: Path, build, *args) -> Path:
     return folder
 
 
-def _build_models(folder: Path, builder: Path, webui: Path, python: Path, *args, log: Path) -> None:
+def _build_models(folder: Path, log: Path, builder: Path, webui: Path, python: Path, *args) -> None:
     _run(python, builder, webui, *args, folder, cwd=webui, log=log)
 
 
@@ -184,8 +184,8 @@ def forge_host() -> Host:
     (forge / "repositories" / "stable-diffusion-webui-assets").mkdir(exist_ok=True)   # what UI mode mounts
     builder = HERE / "forge_checkpoints.py"
     key = _digest(str(python), str(forge), builder)
-    models = _fresh(cache() / f"forge-models-{key}", _build_models, builder, forge, python,
-                    log=cache() / f"build-forge-models-{key}.log")
+    models = _fresh(cache() / f"forge-models-{key}", _build_models, cache() / f"build-forge-models-{key}.log",
+                    builder, forge, python)
     return Host(webui=forge, python=python, models=models, controlnet=None, kind="forge")
 
 
@@ -207,6 +207,6 @@ def host() -> Host:
         _fresh(folder, _build_tree, A1111, tarballs, cache() / f"build-webui-{key}.log")
         webui, python, controlnet = folder / "webui", folder / "venv" / "bin" / "python", folder / "sd-webui-controlnet"
     key = _digest(str(python), str(webui), str(controlnet), HERE / "checkpoints.py")
-    models = _fresh(cache() / f"models-{key}", _build_models, HERE / "checkpoints.py", webui, python, controlnet,
-                    log=cache() / f"build-models-{key}.log")
+    models = _fresh(cache() / f"models-{key}", _build_models, cache() / f"build-models-{key}.log",
+                    HERE / "checkpoints.py", webui, python, controlnet)
     return Host(webui=webui, python=python, models=models, controlnet=controlnet)

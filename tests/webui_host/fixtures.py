@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from .browser import BrowserUnavailable, Page, chrome
-from .environment import HostUnavailable, forge_source, host
+from .environment import HostUnavailable, forge_host, forge_source, host
 from .server import Webui
 
 
@@ -87,6 +87,37 @@ def webui_without_extension(webui_host):
 
 
 @pytest.fixture(scope="session")
+def forge_build():
+    try:
+        return forge_host()
+    except HostUnavailable as e:
+        _unavailable(str(e), "WebUI Forge")
+
+
+@pytest.fixture(scope="session")
+def forge(forge_build):
+    """WebUI Forge, API-only, with sd-webui-hidiffusion and the test probe (its ControlNet is built in)."""
+    server = _server(forge_build, "forge-api")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def forge_ui(forge_build):
+    """WebUI Forge in UI mode, with the same extensions."""
+    server = _server(forge_build, "forge-ui", mode="ui")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def forge_without_extension(forge_build):
+    server = _server(forge_build, "forge-plain", extensions=())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def forge_backend():
     """Forge's UNet module (`backend.nn.unet`) and its model detection (`huggingface_guess.detection`),
     imported in this process from the pinned sources, as Forge's loader uses them."""
@@ -111,6 +142,7 @@ def forge_backend():
 def no_tracebacks(request):
     """A traceback a test did not announce fails it, whichever request caused it."""
     yield
-    for name in ("webui", "webui_ui", "webui_ui_reordered", "webui_without_extension"):
+    for name in ("webui", "webui_ui", "webui_ui_reordered", "webui_without_extension", "forge", "forge_ui",
+                 "forge_without_extension"):
         if name in request.fixturenames:
             request.getfixturevalue(name).check_log()

@@ -10,14 +10,14 @@ on every level instead of 320/640/1280/1280: a UNet of 173 M parameters instead 
 
 Keys are the original single-file layout (`model.diffusion_model.*`, `first_stage_model.*`,
 `cond_stage_model.transformer.text_model.*`); no .yaml is needed. Weights are random and non-zero, as in
-`checkpoints.py`.
+`checkpoints.py`, whose LoRA builder makes this model's LoRA too.
 """
 import sys
 from pathlib import Path
 
 import torch
 
-from checkpoints import randomize, save
+from checkpoints import build_lora, randomize, save
 
 SD15_CONFIG = "backend/huggingface/runwayml/stable-diffusion-v1-5"
 # SD1.5's UNet (v1-inference.yaml) with channel_mult 1,1,1,1, in Forge's arguments: transformer depth per
@@ -54,6 +54,7 @@ def build(forge: Path, out: Path) -> None:
     tensors.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
     tensors.update({f"cond_stage_model.transformer.{k}": v for k, v in clip.state_dict().items()})
     save(tensors, out / "Stable-diffusion" / "forge-sd15.safetensors")
+    build_lora(unet, out)       # the A1111 tests' LoRA (and LoCon on the RAD conv): the same module names
 
     # A ControlNet of the same shape, as Forge builds one for this UNet (its config plus the hint channels).
     control = ControlNet(**{k: v for k, v in UNET.items() if k != "out_channels"}, hint_channels=3)

@@ -6,6 +6,8 @@ guard is off wherever HiDiffusion must run below 512 px.
 import base64
 import io
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 PROMPT = "a lighthouse on a cliff at dusk"
 NEGATIVE = "blurry"
@@ -68,3 +70,33 @@ def assert_clean(server, baseline=None):
     if baseline is not None:
         assert state == baseline
     return state
+
+
+def our_lines(log: str):
+    return [line for line in log.splitlines() if line.startswith("HiDiffusion:")]
+
+
+def xyz(webui, x, y=None):
+    """x/y/z plot script args (A1111 1.10.1 and Forge): each axis (type, values as text, values as a list:
+    axes with choices read the list), then draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds,
+    vary_seeds x/y/z, margin_size, csv_mode. Axes are looked up by label: indices differ between modes."""
+    script = next(s for s in webui.call("/sdapi/v1/script-info") if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    choices = next(a["choices"] for a in script["args"] if a["choices"] and "Seed" in a["choices"])
+    axes = []
+    for label, values in (x, y or ("Nothing", []), ("Nothing", [])):
+        axes += [choices.index(label), ", ".join(values), values]
+    return axes + [True, True, False, False, False, False, False, 0, False]
+
+
+def paused_run(server, payload, at_call, route):
+    """txt2img `payload`, paused at denoiser call `at_call`; POST `route` (interrupt or skip), let it go on."""
+    server.probe("reset", pause_at_call=at_call)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(server.txt2img, **payload)
+        deadline = time.monotonic() + 120
+        while not server.probe("paused")["paused"]:
+            assert time.monotonic() < deadline and not future.done(), "sampling never reached the pause"
+            time.sleep(0.05)       # polling the probe's flag
+        server.call(f"/sdapi/v1/{route}", {})
+        server.probe("resume")
+        return future.result(), server.probe("calls")

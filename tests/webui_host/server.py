@@ -1,4 +1,5 @@
-"""One running webui: a fresh data folder, the extensions installed as a user installs them, its log.
+"""One running webui (A1111 or Forge): a fresh data folder, the extensions installed as a user installs them,
+its log.
 
 Each server gets its own `--data-dir` under the artifacts folder (config, models, extensions, the log),
 so the cached webui tree is never written to and every run starts clean. The extension is cloned from
@@ -34,6 +35,13 @@ SETTINGS = {
     "sd_checkpoints_limit": 1,
 }
 STARTUP_TIMEOUT = 300
+# How each host runs on the CPU here. A1111: its "Automatic" attention on the CPU is InvokeAI's (3.5x
+# slower than sdp, chosen in SETTINGS); its pickle check does not know torch 2.13's `.format_version` entry
+# (embeddings). Forge: its own CPU flag (without it, its memory management asks CUDA for a device), and
+# pytorch's attention (on the CPU it would pick sub-quadratic attention; on a GPU pytorch's is its default).
+HOST_FLAGS = {"a1111": ["--use-cpu", "all", "--disable-safe-unpickle"],
+              "forge": ["--always-cpu", "--attention-pytorch"]}
+DEFAULT_CHECKPOINT = {"a1111": "tiny-sd15", "forge": "forge-sd15"}
 MODEL_FOLDERS = ("Stable-diffusion", "ControlNet", "Lora")   # as checkpoints.py writes them
 
 
@@ -72,7 +80,7 @@ class Webui:
     """A webui process. `mode` is "api" (--nowebui) or "ui" (the page, and the API with --api)."""
 
     def __init__(self, host: Host, name: str, mode: str = "api", extensions=("hidiffusion", "controlnet", "probe"),
-                 checkpoint: str = "tiny-sd15", settings=None):
+                 checkpoint: Optional[str] = None, settings=None):
         self.host, self.name, self.mode = host, name, mode
         self.data = artifacts() / name
         self.port = free_port()
@@ -84,7 +92,7 @@ class Webui:
         self.installer_output = None
         self.tree = host.webui       # where launch.py runs
         shutil.rmtree(self.data, ignore_errors=True)
-        self._prepare(extensions, checkpoint, dict(SETTINGS, **(settings or {})))
+        self._prepare(extensions, checkpoint or DEFAULT_CHECKPOINT[host.kind], dict(SETTINGS, **(settings or {})))
 
     def _prepare(self, extensions, checkpoint, settings):
         for kind in MODEL_FOLDERS:          # symlinks: the checkpoints stay in the cache
@@ -99,7 +107,7 @@ class Webui:
         extension_dir.mkdir()
         if "hidiffusion" in extensions:
             self.installer_output = install_extension(self.host, extension_dir)
-        if "controlnet" in extensions:
+        if "controlnet" in extensions and self.host.controlnet is not None:     # Forge has its own, built in
             shutil.copytree(self.host.controlnet, extension_dir / "sd-webui-controlnet")
         if "probe" in extensions:
             shutil.copytree(PROBE, extension_dir / "hidiffusion-test-probe")
@@ -119,13 +127,13 @@ class Webui:
 
     def start(self) -> "Webui":
         command = [str(self.host.python), "launch.py", "--skip-prepare-environment", "--skip-torch-cuda-test",
-                   "--no-half", "--use-cpu", "all", "--no-download-sd-model", "--disable-nan-check", "--no-hashing",
-                   # the webui's pickle check does not know torch 2.13's `.format_version` entry (embeddings)
-                   "--disable-safe-unpickle",
+                   "--no-half", "--no-download-sd-model", "--disable-nan-check", "--no-hashing",
+                   *HOST_FLAGS[self.host.kind],
                    "--data-dir", str(self.data), "--ckpt", str(self.checkpoint), "--port", str(self.port),
                    "--server-name", "127.0.0.1", "--nowebui" if self.mode == "api" else "--api"]
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
-                   OMP_WAIT_POLICY="PASSIVE")        # a busy machine: no spinning threads
+                   OMP_WAIT_POLICY="PASSIVE",        # a busy machine: no spinning threads
+                   HF_HOME=str(self.data / "huggingface"))      # Forge's default is inside its (cached) tree
         for name in ("PYTHONPATH", "VIRTUAL_ENV"):
             env.pop(name, None)
         self.process = subprocess.Popen(command, cwd=self.tree, env=env, stdout=open(self.log_path, "w"),
@@ -203,7 +211,7 @@ class Webui:
     def probe(self, route: str, **options):
         """The test probe extension. GET calls, state, paused; POST reset (pause_at_call=, raise_at_call=)
         and resume."""
-        post = route in ("reset", "resume", "train", "forge")
+        post = route in ("reset", "resume", "train")
         return self.call(f"/hidiffusion-probe/{route}", options if post else None, check=False)
 
     def txt2img(self, **payload):

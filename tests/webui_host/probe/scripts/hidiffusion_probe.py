@@ -1,6 +1,6 @@
 """A test-only webui extension: records what the webui really ran, so the host tests compare facts.
 
-Installed by the harness beside sd-webui-hidiffusion; never shipped. It observes and changes nothing
+Installed by the harness beside sd-webui-hidiffusion, in the A1111 webui and in Forge; never shipped. It observes and changes nothing
 unless a test asks it to (a pause to interrupt at a known call, an injected failure inside the UNet):
 
 * every UNet call: the denoiser's sigma (or timestep), the timestep the UNet got, the pass, the shape of
@@ -11,7 +11,7 @@ unless a test asks it to (a pause to interrupt at a known call, an injected fail
 
 Routes (JSON): POST /hidiffusion-probe/reset {pause_at_call, raise_at_call}, GET .../calls,
 GET .../state, GET .../paused, POST .../resume, POST .../train (what training runs, without scripts),
-POST .../forge {on} (a Forge-style model marker), GET .../extensions (the extensions the webui loaded).
+GET .../extensions (the extensions the webui loaded).
 """
 import hashlib
 import os
@@ -26,6 +26,20 @@ state = {"calls": [], "pause_at_call": None, "raise_at_call": None, "denoiser": 
 paused, resume = threading.Event(), threading.Event()
 probe_hooks = weakref.WeakKeyDictionary()      # module -> ids of the probe's own hook handles
 hooked_unets = weakref.WeakSet()
+
+
+def unet_of(model):
+    """The UNet of a loaded model: Forge keeps it in `forge_objects`, A1111 in `model.diffusion_model`."""
+    forge = getattr(model, "forge_objects", None)
+    return forge.unet.model.diffusion_model if forge is not None else model.model.diffusion_model
+
+
+def loaded_models():
+    """The models with a UNet: Forge holds one, and a placeholder until its first generation loads it."""
+    loaded = getattr(sd_models.model_data, "loaded_sd_models", None)
+    if loaded is None:
+        loaded = [sd_models.model_data.sd_model]
+    return [m for m in loaded if m is not None and (hasattr(m, "forge_objects") or hasattr(m, "model"))]
 
 
 def shape(tensor):
@@ -93,6 +107,8 @@ def watch_resizes():
         return aligned_adding
 
     from modules import sd_hijack_unet
+    if not hasattr(sd_hijack_unet, "th"):     # Forge: a mismatched cat raises, ControlNet prints a warning
+        return
     hijacks = [sd_hijack_unet.th]
     controlnet_hook = next((m for m in list(sys.modules.values())
                             if getattr(m, "__file__", "") and m.__file__.endswith(os.path.join("scripts", "hook.py"))
@@ -113,7 +129,7 @@ def on_cfg_denoiser(params):
     state["denoiser"] = dict(sigma=float(params.sigma.flatten()[0]), denoiser_step=denoiser.step,
                              hr=bool(getattr(p, "is_hr_pass", False)), batch=params.x.shape[0],
                              model=getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "model_name", None))
-    hook_unet(shared.sd_model.model.diffusion_model)
+    hook_unet(unet_of(shared.sd_model))
     watch_resizes()
     if state["pause_at_call"] == denoiser.step:
         state["pause_at_call"] = None
@@ -130,7 +146,7 @@ def names(unet):
 
 
 def model_state(model):
-    unet = model.model.diffusion_model
+    unet = unet_of(model)
     foreign_hooks = []
     for name, module in unet.named_modules():
         own = probe_hooks.get(module, set())
@@ -159,8 +175,7 @@ def on_app_started(demo, app):
 
     @app.get("/hidiffusion-probe/state")
     def models():
-        loaded = [m for m in sd_models.model_data.loaded_sd_models if m is not None]
-        return [model_state(m) for m in loaded]
+        return [model_state(m) for m in loaded_models()]
 
     @app.get("/hidiffusion-probe/extensions")
     def active_extensions():
@@ -190,15 +205,6 @@ def on_app_started(demo, app):
         processing.process_images(preview)
         shared.state.end()
         return {"loss": float(loss)}
-
-    @app.post("/hidiffusion-probe/forge")
-    def forge(options: dict):
-        """Mark the loaded model the way WebUI Forge's models look (`forge_objects`), or unmark it."""
-        if options.get("on"):
-            shared.sd_model.forge_objects = object()
-        else:
-            vars(shared.sd_model).pop("forge_objects", None)
-        return {}
 
     @app.post("/hidiffusion-probe/resume")
     def resume_sampling():
