@@ -53,8 +53,10 @@ class RAUNet:
         if plan.rad_input_block is not None:
             self.add_rad_twin(unet.input_blocks[plan.rad_input_block][0].op)
         self.hooks.append(unet.register_forward_pre_hook(self._fit_control_argument, with_kwargs=True))
-        self.hooks.append(unet.input_blocks[plan.ca_input_block].register_forward_hook(self._pool))
-        self.hooks.append(unet.output_blocks[plan.ca_output_block].register_forward_hook(self._unpool))
+        # A block's output is its last layer's. The layer is hooked, not the block: ComfyUI-style UNets
+        # (Forge Classic, reForge) run a block's layers without calling the block module itself.
+        self.hooks.append(unet.input_blocks[plan.ca_input_block][-1].register_forward_hook(self._pool))
+        self.hooks.append(unet.output_blocks[plan.ca_output_block][-1].register_forward_hook(self._unpool))
 
     def set_phase(self, phase: Phase) -> None:
         if phase.rad != self.phase.rad:
@@ -153,13 +155,13 @@ class RAUNet:
             return (F.interpolate(source, size=target, mode=mode),)
         return hook
 
-    def _pool(self, block, args, output):
+    def _pool(self, layer, args, output):
         if not self.phase.ca:
             return None
         self.size_before_pool = tuple(output.shape[-2:])
         return F.avg_pool2d(output, kernel_size=2, stride=2, ceil_mode=True)
 
-    def _unpool(self, block, args, output):
+    def _unpool(self, layer, args, output):
         if not self.phase.ca:
             return None
         return F.interpolate(output, size=self.size_before_pool, mode="bicubic")

@@ -9,6 +9,9 @@ from .job import current_unet, snapped_size
 from .options import OPTIONS, TITLE, engine_settings, parse_bool, parse_ratio, read_args
 
 
+BOOLEAN = ("True", "False")      # as the grid's own boolean_choice lists them (Forge Classic's grid has none)
+
+
 def add_axis_options():
     """Add our axes to the XYZ grid (at import and again in on_before_ui, without duplicates)."""
     xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
@@ -18,7 +21,7 @@ def add_axis_options():
     for option in OPTIONS:
         if option.axis is None or option.axis in existing:
             continue
-        choices = xyz.boolean_choice if option.parse is parse_bool else \
+        choices = functools.partial(list, BOOLEAN) if option.parse is parse_bool else \
             functools.partial(list, option.choices) if option.choices else None
         xyz.axis_options.append(xyz.AxisOption(
             option.axis, float if option.parse is parse_ratio else str, _xyz_apply(option.name),

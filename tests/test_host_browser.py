@@ -290,3 +290,16 @@ def test_every_control_explains_itself_on_hover(page):
                                    "return under ? under.title : '';", control)
     assert all(len(title) > 30 for title in titles.values()), titles
     assert len(set(titles.values())) == len(NAMES), titles
+
+
+def test_paste_back_in_forges_page(forge_ui, chromium):
+    """Forge's page (gradio 4; Forge Classic's gradio 3): an infotext pasted through the prompt box (↙)
+    sets every control of ours, and one without our keys turns HiDiffusion off."""
+    page = Page(chromium, forge_ui.url).open()
+    infotext = PLAIN_INFOTEXT + ", " + ", ".join(f"{key}: {value}" for key, value in CHOSEN_INFOTEXT.items())
+    page.set("txt2img_prompt", infotext)
+    page.find("#txt2img_tools #paste").click()
+    wait_for_values(page, "txt2img", CHOSEN, "the paste did not restore the controls")
+    page.set("txt2img_prompt", PLAIN_INFOTEXT)
+    page.find("#txt2img_tools #paste").click()
+    wait_for_values(page, "txt2img", DEFAULTS, "not the defaults")

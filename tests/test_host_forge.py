@@ -22,6 +22,7 @@ SMALL = dict(width=128, height=128, steps=4)          # T1 0.4: RAD in call 0 on
 HIRES = dict(enable_hr=True, hr_scale=2, denoising_strength=0.5, hr_second_pass_steps=4, hr_upscaler="Latent",
              hr_additional_modules=["Use same choices"])
 CONTROL_WARNING = "control could not be applied"
+PLAIN_INFOTEXT = "a plain image\nSteps: 4, Sampler: Euler, CFG scale: 5, Seed: 1, Size: 128x128"
 
 
 def small(**changes):
@@ -109,6 +110,30 @@ def test_a_bad_payload_makes_the_image_without_hidiffusion_and_says_why(forge, p
     assert message in info(response)["extra_generation_params"]["HiDiffusion error"]
     lines = our_lines(log)
     assert len(lines) == 1 and message in lines[0] and "generating without HiDiffusion" in lines[0], lines
+
+
+def test_infotext_pastes_back_through_the_api(forge, forge_build, forge_without_extension):
+    """png-info parses our infotext; the request's `infotext` field fills the script args through our paste
+    fields (the API path of the paste-back): every setting comes back, and the same image. Forge's own
+    `infotext` field fails on every request, with or without extensions (its `hr_additional_modules` is a
+    `List[str]`, which its type check cannot take): that is pinned here, and its page's paste-back is
+    tested in the browser (test_host_browser.py)."""
+    chosen = hidiffusion(preset="SD1.x", t1=0.55, t2=0.25, aggressive="Off", rau_upsample="bicubic",
+                         window_shift="rotate")
+    original = forge.txt2img(**small(alwayson_scripts=chosen))
+    parsed = forge.call("/sdapi/v1/png-info", {"image": "data:image/png;base64," + original["images"][0]})
+    assert parsed["parameters"]["HiDiffusion T1"] == "0.55"
+    assert parsed["parameters"]["HiDiffusion window shift"] == "rotate"
+    if forge_build.webui.name == "stable-diffusion-webui-forge":
+        with forge_without_extension.expect_error("cannot be a parameterized generic"):
+            response = forge_without_extension.call("/sdapi/v1/txt2img", small(infotext=PLAIN_INFOTEXT), check=False)
+        assert response["status"] == 500
+        return
+    again = forge.txt2img(**small(infotext=parsed["info"]))
+    ours = [{k: v for k, v in info(r)["extra_generation_params"].items() if k.startswith("HiDiffusion")}
+            for r in (original, again)]
+    assert ours[0] == ours[1] and ours[0]["HiDiffusion window shift"] == "rotate"
+    assert decode(again) == decode(original)
 
 
 def test_xyz_axis(forge):

@@ -14,6 +14,7 @@ that need torchvision installed without their dependencies, setuptools below 81.
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -40,8 +41,9 @@ class Recipe:
     tree: str                    # the folder launch.py is in, inside the build folder
     tarballs: tuple              # (tarball, folder to extract it into, relative to the build folder)
     constraints: Path            # on every pip call: torch stays the local CPU wheel
-    requirements: Path           # ours, beside the host's requirements_versions.txt
+    requirements: Path           # ours, beside the host's own pins
     nodeps: Path                 # installed with --no-deps (they depend on torchvision)
+    host_pins: str = "requirements_versions.txt"
 
 
 A1111 = Recipe("a1111", "webui", ((WEBUI_TARBALL, "."), (CONTROLNET_TARBALL, ".")), ROOT / ".ci" / "constraints.txt",
@@ -50,6 +52,13 @@ A1111 = Recipe("a1111", "webui", ((WEBUI_TARBALL, "."), (CONTROLNET_TARBALL, "."
 FORGE = Recipe("forge", "stable-diffusion-webui-forge",
                ((FORGE_TARBALL, "."), (FORGE_MODEL_DETECTION_TARBALL, "stable-diffusion-webui-forge/repositories")),
                HERE / "constraints-forge.txt", HERE / "requirements-forge.txt", HERE / "requirements-forge-nodeps.txt")
+# Forge Classic (Haoming02/sd-webui-forge-classic, the gradio 3 Forge kept alive) is not among the shared
+# sources: it comes from a git directory (what the `fetch` tool brings), archived at this commit of its
+# "classic" branch (2025-02-21). It uses the A1111 webui's repositories at the commits webui 1.10.1 pins.
+FORGE_CLASSIC_COMMIT = "1f95d7170189cf93952aca122c1ee2f306a07e4c"
+FORGE_CLASSIC = Recipe("forge", "sd-webui-forge-classic", ((WEBUI_TARBALL, "a1111"),), HERE / "constraints-forge.txt",
+                       HERE / "requirements-forge-classic.txt", HERE / "requirements-forge-classic-nodeps.txt",
+                       host_pins="requirements.txt")
 
 
 class HostUnavailable(RuntimeError):
@@ -104,12 +113,12 @@ def _site_packages(venv: Path) -> Path:
 
 
 def _host_requirements(tree: Path, recipe: Recipe) -> str:
-    """The host's requirements_versions.txt without the lines pinned elsewhere (it has CRLF line ends).
+    """The host's own pins without the lines pinned elsewhere (it has CRLF line ends).
     Names are matched whole: `torch` must not take `torchdiffeq` and `torchsde` with it."""
     def name(line):
         return line.split("==")[0].split("#")[0].strip().lower()
     ours = {name(line) for line in recipe.nodeps.read_text().splitlines() if "==" in line}
-    keep = [line.strip() for line in (tree / "requirements_versions.txt").read_text().splitlines()
+    keep = [line.strip() for line in (tree / recipe.host_pins).read_text().splitlines()
             if name(line) and name(line) not in NOT_FROM_HOST_PINS and name(line) not in ours]
     return "\n".join(keep) + "\n"
 
@@ -120,8 +129,23 @@ def _unpack(folder: Path, recipe: Recipe, tarballs: Path) -> None:
             archive.extractall(folder / into, filter="data")
 
 
-def _build_tree(folder: Path, recipe: Recipe, tarballs: Path, log: Path) -> None:
-    _unpack(folder, recipe, tarballs)
+def _unpack_classic(folder: Path, git_dir: Path, tarballs: Path) -> None:
+    archive = subprocess.run(["git", "--git-dir", str(git_dir), "archive", "--format=tar",
+                              f"--prefix={FORGE_CLASSIC.tree}/", FORGE_CLASSIC_COMMIT], capture_output=True)
+    if archive.returncode:
+        raise HostUnavailable(f"{git_dir} has no commit {FORGE_CLASSIC_COMMIT}: {archive.stderr.decode()[-300:]}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tree:
+        tree.extractall(folder, filter="data")
+    _unpack(folder, FORGE_CLASSIC, tarballs)
+    shutil.move(folder / "a1111" / "webui" / "repositories", folder / FORGE_CLASSIC.tree / "repositories")
+    shutil.rmtree(folder / "a1111")
+
+
+def _build_tree(folder: Path, recipe: Recipe, tarballs: Path, log: Path, git_dir: Optional[Path] = None) -> None:
+    if git_dir is None:
+        _unpack(folder, recipe, tarballs)
+    else:
+        _unpack_classic(folder, git_dir, tarballs)
     tree = folder / recipe.tree
     (folder / "requirements-host-pins.txt").write_text(_host_requirements(tree, recipe))
     venv = folder / "venv"
@@ -187,6 +211,25 @@ def forge_host() -> Host:
     models = _fresh(cache() / f"forge-models-{key}", _build_models, cache() / f"build-forge-models-{key}.log",
                     builder, forge, python)
     return Host(webui=forge, python=python, models=models, controlnet=None, kind="forge")
+
+
+def forge_classic_host() -> Host:
+    """Build Forge Classic from FORGE_CLASSIC_SOURCES (a git directory of Haoming02/sd-webui-forge-classic,
+    default `../.mirror/Haoming02+sd-webui-forge-classic/repo`, where `fetch` puts it), with the same
+    checkpoints as Forge; raise HostUnavailable saying why not."""
+    git_dir = Path(os.environ.get("FORGE_CLASSIC_SOURCES",
+                                  ROOT.parent / ".mirror" / "Haoming02+sd-webui-forge-classic" / "repo")).resolve()
+    tarballs = sources()
+    _missing(tarballs, [WEBUI_TARBALL])
+    if not git_dir.is_dir():
+        raise HostUnavailable(f"no git directory of Forge Classic at FORGE_CLASSIC_SOURCES={git_dir} (it is not "
+                              "among the shared sources; fetch github:Haoming02/sd-webui-forge-classic)")
+    key = _digest(FORGE_CLASSIC_COMMIT, tarballs / WEBUI_TARBALL, FORGE_CLASSIC.constraints,
+                  FORGE_CLASSIC.requirements, FORGE_CLASSIC.nodeps, HERE / "torchvision" / "__init__.py", sys.version)
+    folder = _fresh(cache() / f"forge-classic-{key}", _build_tree, FORGE_CLASSIC, tarballs,
+                    cache() / f"build-forge-classic-{key}.log", git_dir)
+    return Host(webui=folder / FORGE_CLASSIC.tree, python=folder / "venv" / "bin" / "python",
+                models=forge_host().models, controlnet=None, kind="forge")
 
 
 def host() -> Host:

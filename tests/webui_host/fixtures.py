@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from .browser import BrowserUnavailable, Page, chrome
-from .environment import HostUnavailable, forge_host, forge_source, host
+from .environment import HostUnavailable, forge_classic_host, forge_host, forge_source, host
 from .server import Webui
 
 
@@ -86,33 +86,39 @@ def webui_without_extension(webui_host):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def forge_build():
+FORGE_HOSTS = {"forge": forge_host, "forge-classic": forge_classic_host}
+
+
+@pytest.fixture(scope="session", params=list(FORGE_HOSTS))
+def forge_build(request):
+    """WebUI Forge, built from the shared sources; and Forge Classic, where a git directory of it is at hand."""
     try:
-        return forge_host()
+        return FORGE_HOSTS[request.param]()
     except HostUnavailable as e:
+        if request.param == "forge-classic":    # not among the shared sources: CI machines may not have it
+            pytest.skip(f"Forge Classic unavailable: {e}")
         _unavailable(str(e), "WebUI Forge")
 
 
 @pytest.fixture(scope="session")
 def forge(forge_build):
-    """WebUI Forge, API-only, with sd-webui-hidiffusion and the test probe (its ControlNet is built in)."""
-    server = _server(forge_build, "forge-api")
+    """Forge, API-only, with sd-webui-hidiffusion and the test probe (its ControlNet is built in)."""
+    server = _server(forge_build, f"{forge_build.webui.name}-api")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def forge_ui(forge_build):
-    """WebUI Forge in UI mode, with the same extensions."""
-    server = _server(forge_build, "forge-ui", mode="ui")
+    """Forge in UI mode, with the same extensions."""
+    server = _server(forge_build, f"{forge_build.webui.name}-ui", mode="ui")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def forge_without_extension(forge_build):
-    server = _server(forge_build, "forge-plain", extensions=())
+    server = _server(forge_build, f"{forge_build.webui.name}-plain", extensions=())
     yield server
     server.stop()
 

@@ -35,10 +35,9 @@ def unet_of(model):
 
 
 def loaded_models():
-    """The models with a UNet: Forge holds one, and a placeholder until its first generation loads it."""
-    loaded = getattr(sd_models.model_data, "loaded_sd_models", None)
-    if loaded is None:
-        loaded = [sd_models.model_data.sd_model]
+    """The models with a UNet: Forge holds one (Forge Classic keeps A1111's list, empty), and a placeholder
+    until its first generation loads it."""
+    loaded = getattr(sd_models.model_data, "loaded_sd_models", None) or [sd_models.model_data.sd_model]
     return [m for m in loaded if m is not None and (hasattr(m, "forge_objects") or hasattr(m, "model"))]
 
 
@@ -70,11 +69,12 @@ def hook_unet(unet):
 
     keep(unet, unet.register_forward_pre_hook(before, with_kwargs=True))
     # A skip is read as the input of the next block: forward hooks of the block itself may run before
-    # HiDiffusion's, which can still change the output.
+    # HiDiffusion's, which can still change the output. A block's input is its first layer's (ComfyUI-style
+    # UNets, in Forge Classic, run the layers without calling the block).
     for block in list(unet.input_blocks)[1:] + [unet.middle_block]:
-        keep(block, block.register_forward_pre_hook(
+        keep(block[0], block[0].register_forward_pre_hook(
             lambda module, args: current_call()["skips"].append(shape(args[0])[-2:])))
-    keep(unet.output_blocks[0], unet.output_blocks[0].register_forward_pre_hook(
+    keep(unet.output_blocks[0][0], unet.output_blocks[0][0].register_forward_pre_hook(
         lambda module, args: current_call().__setitem__("middle", shape(args[0])[-2:])))
     for side, blocks in (("in", unet.input_blocks), ("out", unet.output_blocks)):
         for index, block in enumerate(blocks):
