@@ -1,4 +1,4 @@
-"""HiDiffusion (arXiv 2311.17528) for the ldm/sgm UNets the AUTOMATIC1111 webui runs.
+"""HiDiffusion (arXiv 2311.17528) for the UNets the AUTOMATIC1111 webui and WebUI Forge run.
 
 RAU-Net (shrink the deep levels during the first steps, against duplicated objects at high
 resolution) and MSW-MSA (shifted-window self-attention in the top blocks, for speed), training-free.

@@ -1,8 +1,10 @@
 """Which UNet is this? Recognised from the module structure alone, never from a model name.
 
-The webui runs the ldm `UNetModel` for SD1.x/SD2.x and the sgm `UNetModel` for SDXL; fine-tunes,
-768-v, inpainting (9 input channels) and Turbo/Lightning variants share their layouts. Anything
-else (the SDXL refiner, SD3's MMDiT, unknown layouts) is refused with the reason.
+The A1111 webui runs the ldm `UNetModel` for SD1.x/SD2.x and the sgm `UNetModel` for SDXL, Forge its own
+`IntegratedUNet2DConditionModel` (Forge Classic and reForge ComfyUI's `UNetModel`), all with the same block
+layout and class names; fine-tunes, 768-v, inpainting (9 input channels) and Turbo/Lightning variants
+share their layouts. Anything else (the SDXL refiner, SD3's MMDiT, unknown layouts) is refused with the
+reason.
 """
 from dataclasses import dataclass
 
@@ -58,7 +60,7 @@ _REFINER_INPUT = "CRRDAADAADRR"
 
 
 def detect(unet: nn.Module) -> Architecture:
-    """Return the Architecture of an ldm/sgm UNetModel, or raise UnsupportedModel saying why."""
+    """Return the Architecture of a UNet of the ldm block layout, or raise UnsupportedModel saying why."""
     if not all(hasattr(unet, name) for name in ("input_blocks", "middle_block", "output_blocks")):
         raise UnsupportedModel(
             f"{_kind(unet)} has no input_blocks/middle_block/output_blocks: not an SD1.x/SD2.x/SDXL UNet "

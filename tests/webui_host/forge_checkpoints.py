@@ -6,7 +6,7 @@ recognises a model from its state dict's shapes (`huggingface_guess`): SD1.5 nee
 full size (CLIP-L 123 M parameters, the VAE 84 M). The number of levels, their widths and the blocks per
 level are read from the keys. So the smallest SD1.5 Forge accepts with the real SD1.x block layout (12
 input blocks, Downsample at input blocks 3, 6, 9, attention on the three upper levels) keeps 320 channels
-on every level instead of 320/640/1280/1280: a UNet of 173 M parameters instead of 860 M.
+on every level instead of 320/640/1280/1280: a UNet of 111 M parameters instead of 860 M.
 
 Keys are the original single-file layout (`model.diffusion_model.*`, `first_stage_model.*`,
 `cond_stage_model.transformer.text_model.*`); no .yaml is needed. Weights are random and non-zero, as in
