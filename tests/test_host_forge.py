@@ -186,15 +186,36 @@ def test_lora_takes_effect_with_hidiffusion_on(forge, plain):
     assert_clean(forge)
 
 
-def test_interrupt_in_the_middle_of_raunet(forge, forge_without_extension):
-    plain_six = decode(forge_without_extension.txt2img(**small(steps=6)))
-    response, calls = paused_run(forge, small(steps=6, alwayson_scripts=hidiffusion(t1=0.8)), 2, "interrupt")
-    assert len(response["images"]) == 1
-    assert ran(calls, "rad") == [True, True, True]         # stopped after call 2, RAD still on
+def plain_again(forge, plain_six):
+    """The next plain run gives the plain pixels, runs vanilla, and leaves the shared UNet module clean."""
     forge.probe("reset")
     assert decode(forge.txt2img(**small(steps=6))) == plain_six
     assert not any(ran(forge.probe("calls"), "rad") + ran(forge.probe("calls"), "windowed"))
     assert_clean(forge)
+
+
+@pytest.fixture(scope="module")
+def plain_six(forge_without_extension):
+    return decode(forge_without_extension.txt2img(**small(steps=6)))
+
+
+RAD_FOR_FOUR_CALLS = small(steps=6, alwayson_scripts=hidiffusion(t1=0.8))
+
+
+def test_interrupt_in_the_middle_of_raunet(forge, plain_six):
+    response, calls = paused_run(forge, RAD_FOR_FOUR_CALLS, 2, "interrupt")
+    assert len(response["images"]) == 1
+    assert ran(calls, "rad") == [True, True, True]         # stopped after call 2, RAD still on
+    plain_again(forge, plain_six)
+
+
+def test_an_exception_inside_the_unet_leaves_nothing_behind(forge, plain_six):
+    forge.probe("reset", raise_at_call=2)
+    with forge.expect_error("failure injected"):
+        failed = forge.call("/sdapi/v1/txt2img", RAD_FOR_FOUR_CALLS, check=False)
+    assert failed["status"] == 500 and "failure injected" in json.dumps(failed)      # its "message" (A1111: "errors")
+    assert ran(forge.probe("calls")[:2], "rad") == [True, True]      # it failed with RAU-Net active
+    plain_again(forge, plain_six)
 
 
 def test_ui_mode_builds_the_panel_in_both_tabs(forge_ui):
