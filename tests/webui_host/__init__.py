@@ -1,7 +1,8 @@
-"""The real AUTOMATIC1111 webui 1.10.1 as a test host: built once into a cache, started per session.
+"""The real AUTOMATIC1111 webui 1.10.1 and WebUI Forge (and Forge Classic) as test hosts: built once into a
+cache, started per session.
 
-`environment` builds (or finds) the webui tree, its venv and the tiny checkpoints (`checkpoints.py`,
-run by the webui's own interpreter); `server` starts a webui with this checkout installed as an
-extension; `fixtures` gives the tests their servers; `probe/` is a test-only extension that records
+`environment` builds (or finds) each host's tree, its venv and the tiny checkpoints (`checkpoints.py`,
+`forge_checkpoints.py`, run by the host's own interpreter); `server` starts a host with this checkout
+installed as an extension; `fixtures` gives the tests their servers; `probe/` is a test-only extension that records
 what the webui ran (sigmas, skip shapes, attention shapes, hooks left on the model).
 """
