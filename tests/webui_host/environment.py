@@ -37,7 +37,6 @@ NOT_FROM_HOST_PINS = ("torch", "setuptools")     # torch is the local wheel; set
 @dataclass(frozen=True)
 class Recipe:
     """How one host's tree and venv are built."""
-    kind: str                    # "a1111" or "forge"
     tree: str                    # the folder launch.py is in, inside the build folder
     tarballs: tuple              # (tarball, folder to extract it into, relative to the build folder)
     constraints: Path            # on every pip call: torch stays the local CPU wheel
@@ -46,17 +45,17 @@ class Recipe:
     host_pins: str = "requirements_versions.txt"
 
 
-A1111 = Recipe("a1111", "webui", ((WEBUI_TARBALL, "."), (CONTROLNET_TARBALL, ".")), ROOT / ".ci" / "constraints.txt",
+A1111 = Recipe("webui", ((WEBUI_TARBALL, "."), (CONTROLNET_TARBALL, ".")), ROOT / ".ci" / "constraints.txt",
                HERE / "requirements-webui.txt", HERE / "requirements-webui-nodeps.txt")
 # Forge clones its model detection into repositories/ at start-up, which --skip-prepare-environment skips.
-FORGE = Recipe("forge", "stable-diffusion-webui-forge",
+FORGE = Recipe("stable-diffusion-webui-forge",
                ((FORGE_TARBALL, "."), (FORGE_MODEL_DETECTION_TARBALL, "stable-diffusion-webui-forge/repositories")),
                HERE / "constraints-forge.txt", HERE / "requirements-forge.txt", HERE / "requirements-forge-nodeps.txt")
 # Forge Classic (Haoming02/sd-webui-forge-classic, the gradio 3 Forge kept alive) is not among the shared
 # sources: it comes from a git directory (what the `fetch` tool brings), archived at this commit of its
 # "classic" branch (2025-02-21). It uses the A1111 webui's repositories at the commits webui 1.10.1 pins.
 FORGE_CLASSIC_COMMIT = "1f95d7170189cf93952aca122c1ee2f306a07e4c"
-FORGE_CLASSIC = Recipe("forge", "sd-webui-forge-classic", ((WEBUI_TARBALL, "a1111"),), HERE / "constraints-forge.txt",
+FORGE_CLASSIC = Recipe("sd-webui-forge-classic", ((WEBUI_TARBALL, "a1111"),), HERE / "constraints-forge.txt",
                        HERE / "requirements-forge-classic.txt", HERE / "requirements-forge-classic-nodeps.txt",
                        host_pins="requirements.txt")
 
@@ -184,9 +183,9 @@ def _missing(tarballs: Path, needed) -> None:
         raise HostUnavailable(f"no {', '.join(missing)} in {tarballs}")
 
 
-def _recipe_key(recipe: Recipe, tarballs: Path) -> str:
+def _recipe_key(recipe: Recipe, tarballs: Path, *more) -> str:
     return _digest(*(tarballs / tarball for tarball, _ in recipe.tarballs), recipe.constraints, recipe.requirements,
-                   recipe.nodeps, HERE / "torchvision" / "__init__.py", sys.version)
+                   recipe.nodeps, HERE / "torchvision" / "__init__.py", sys.version, *more)
 
 
 def forge_source() -> Path:
@@ -224,8 +223,7 @@ def forge_classic_host() -> Host:
     if not git_dir.is_dir():
         raise HostUnavailable(f"no git directory of Forge Classic at FORGE_CLASSIC_SOURCES={git_dir} (it is not "
                               "among the shared sources; fetch github:Haoming02/sd-webui-forge-classic)")
-    key = _digest(FORGE_CLASSIC_COMMIT, tarballs / WEBUI_TARBALL, FORGE_CLASSIC.constraints,
-                  FORGE_CLASSIC.requirements, FORGE_CLASSIC.nodeps, HERE / "torchvision" / "__init__.py", sys.version)
+    key = _recipe_key(FORGE_CLASSIC, tarballs, FORGE_CLASSIC_COMMIT)
     folder = _fresh(cache() / f"forge-classic-{key}", _build_tree, FORGE_CLASSIC, tarballs,
                     cache() / f"build-forge-classic-{key}.log", git_dir)
     return Host(webui=folder / FORGE_CLASSIC.tree, python=folder / "venv" / "bin" / "python",

@@ -1,7 +1,8 @@
 """A test-only webui extension: records what the webui really ran, so the host tests compare facts.
 
-Installed by the harness beside sd-webui-hidiffusion, in the A1111 webui and in Forge; never shipped. It observes and changes nothing
-unless a test asks it to (a pause to interrupt at a known call, an injected failure inside the UNet):
+Installed by the harness beside sd-webui-hidiffusion, in the A1111 webui and in Forge; never shipped. It
+observes and changes nothing unless a test asks it to (a pause to interrupt at a known call, an injected
+failure inside the UNet):
 
 * every UNet call: the denoiser's sigma (or timestep), the timestep the UNet got, the pass, the shape of
   every skip (input block outputs), the input shapes of every self-attention (attn1), and any place
