@@ -1,7 +1,7 @@
 """The engine on WebUI Forge's own UNet class (`backend.nn.unet.IntegratedUNet2DConditionModel`) equals the
 engine on the ldm/sgm UNet the A1111 webui runs, on the same weights: every phase, every shift, SD1.5, SD2.x
-and SDXL shapes, square, non-square and odd latents, both RAU upsampling modes. Forge's class is built the way Forge's loader builds it:
-its config detected from the state dict's shapes."""
+and SDXL shapes, square, non-square and odd latents, both RAU upsampling modes. Forge's class is built the
+way Forge's loader builds it: its config detected from the state dict's shapes."""
 import itertools
 
 import pytest

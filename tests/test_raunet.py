@@ -135,6 +135,23 @@ def test_every_phase_changes_the_output(unet, inputs):
     torch.testing.assert_close(outputs[2], vanilla, rtol=0, atol=0)  # vanilla phase at a multiple of 64 px
 
 
+def test_every_phase_runs_where_blocks_are_never_called(unet, inputs, monkeypatch):
+    """ComfyUI-style UNets (Forge Classic, reForge) run each block's layers without calling the block module,
+    so a hook on a block would never fire there: every phase gives the output it gives when blocks are called."""
+    x = inputs(48, 64, batch=1)
+    plan = resolve(detect(unet), SETTINGS, 512, 384)
+    called = [run_phase(unet, x, plan, step, 10)[1] for step in PHASE_STEPS]
+    block_calls = []
+    hook = unet.input_blocks[plan.ca_input_block].register_forward_hook(lambda *args: block_calls.append(1))
+    monkeypatch.setattr(type(unet.input_blocks[0]), "__call__", lambda block, *a, **k: block.forward(*a, **k))
+    try:
+        not_called = [run_phase(unet, x, plan, step, 10)[1] for step in PHASE_STEPS]
+    finally:
+        hook.remove()
+    assert block_calls == []        # the blocks really were bypassed
+    assert all(torch.equal(a, b) for a, b in zip(not_called, called))
+
+
 # Every residue of the latent size modulo 8 on each axis (every multiple of 8 px), in every phase.
 SWEEP = [(h, w) for h in range(24, 32) for w in (41, 46)] + [(h, h + 13) for h in range(32, 40)] + [(8, 8), (9, 15)]
 
