@@ -45,8 +45,10 @@ def _xyz_confirm(option):
             setattr(cell, f"hidiffusion_{option.name}", x)
             try:
                 values = read_args(cell, args)
-                if values["enable"] and shared.sd_model is not None:
-                    architecture = hidiffusion.detect(current_unet(cell))
+                # Forge loads its model at the first generation: a plot before it is checked cell by cell
+                unet = current_unet(cell) if values["enable"] and shared.sd_model is not None else None
+                if unet is not None:
+                    architecture = hidiffusion.detect(unet)
                     hidiffusion.resolve(architecture, engine_settings(values), *snapped_size(p.width, p.height))
             except ValueError as e:
                 raise RuntimeError(f"{option.axis} {x}: {e}") from None

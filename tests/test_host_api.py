@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from webui_host.scenario import hidiffusion, observed, our_lines, request, xyz
+from webui_host.scenario import assert_xyz_choices, hidiffusion, observed, our_lines, request, xyz
 from webui_host.server import decode, info
 
 pytestmark = pytest.mark.webui
@@ -107,6 +107,7 @@ def any_mode(request):
 
 
 def test_xyz_cells_carry_their_own_values(any_mode):
+    assert_xyz_choices(any_mode)
     args = xyz(any_mode, ("HiDiffusion T1", ["0.2", "0.7"]), ("HiDiffusion", ["True", "False"]))
     response = any_mode.txt2img(**request(script_name="x/y/z plot", script_args=args, alwayson_scripts=hidiffusion()))
     assert len(response["images"]) == 5                        # the grid, then the cells in order

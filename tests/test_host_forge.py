@@ -12,7 +12,8 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from webui_host.scenario import assert_clean, hidiffusion, observed, our_lines, paused_run, png, request, xyz
+from webui_host.scenario import (assert_clean, assert_xyz_choices, hidiffusion, observed, our_lines, paused_run, png,
+                                 request, xyz)
 from webui_host.server import decode, info
 
 pytestmark = pytest.mark.webui
@@ -136,14 +137,18 @@ def test_infotext_pastes_back_through_the_api(forge, forge_build, forge_without_
     assert decode(again) == decode(original)
 
 
-def test_xyz_axis(forge):
-    args = xyz(forge, ("HiDiffusion T1", ["0.2", "0.7"]))
-    forge.probe("reset")
-    plot = forge.txt2img(**small(steps=5, script_name="x/y/z plot", script_args=args, alwayson_scripts=hidiffusion()))
+def test_xyz_axis_also_as_the_first_generation(forge_fresh):
+    """The plot checks each cell against the loaded model before it starts; in Forge the first generation
+    loads the model, so before it there is none to check (a plot was refused for that)."""
+    assert_xyz_choices(forge_fresh)
+    args = xyz(forge_fresh, ("HiDiffusion T1", ["0.2", "0.7"]))
+    forge_fresh.probe("reset")
+    plot = forge_fresh.txt2img(**small(steps=5, script_name="x/y/z plot", script_args=args,
+                                       alwayson_scripts=hidiffusion()))
     texts = info(plot)["infotexts"]
     assert "HiDiffusion T1: 0.2" in texts[1] and "HiDiffusion T1: 0.7" in texts[2]
     assert decode(plot, 1) != decode(plot, 2)
-    rad = ran(forge.probe("calls"), "rad")          # int(5 * 0.2) = 1 call, then int(5 * 0.7) = 3
+    rad = ran(forge_fresh.probe("calls"), "rad")    # int(5 * 0.2) = 1 call, then int(5 * 0.7) = 3
     assert rad == [True] + [False] * 4 + [True] * 3 + [False] * 2
 
 

@@ -116,6 +116,15 @@ def forge_ui(forge_build):
     server.stop()
 
 
+@pytest.fixture
+def forge_fresh(forge_build):
+    """A Forge that has not generated yet: Forge loads its model at the first generation."""
+    server = _server(forge_build, f"{forge_build.webui.name}-fresh")
+    yield server
+    server.check_log()      # here: a function's fixtures are torn down before `no_tracebacks` reads the logs
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def forge_without_extension(forge_build):
     server = _server(forge_build, f"{forge_build.webui.name}-plain", extensions=())

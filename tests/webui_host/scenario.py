@@ -88,6 +88,14 @@ def xyz(webui, x, y=None):
     return axes + [True, True, False, False, False, False, False, 0, False]
 
 
+def assert_xyz_choices(server):
+    """The value dropdown of each HiDiffusion axis with choices lists them (the grid calls `choices()`)."""
+    choices = server.probe("xyz-choices")
+    assert {axis: choices[axis] for axis in ("HiDiffusion", "HiDiffusion RAU-Net", "HiDiffusion MSW-MSA")} == \
+        dict.fromkeys(("HiDiffusion", "HiDiffusion RAU-Net", "HiDiffusion MSW-MSA"), ["True", "False"])
+    assert "SD1.x" in choices["HiDiffusion preset"] and "Hires pass" in choices["HiDiffusion passes"]
+
+
 def paused_run(server, payload, at_call, route):
     """txt2img `payload`, paused at denoiser call `at_call`; POST `route` (interrupt or skip), let it go on."""
     server.probe("reset", pause_at_call=at_call)

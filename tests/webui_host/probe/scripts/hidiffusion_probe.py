@@ -12,7 +12,8 @@ failure inside the UNet):
 
 Routes (JSON): POST /hidiffusion-probe/reset {pause_at_call, raise_at_call}, GET .../calls,
 GET .../state, GET .../paused, POST .../resume, POST .../train (what training runs, without scripts),
-GET .../extensions (the extensions the webui loaded).
+GET .../extensions (the extensions the webui loaded), GET .../xyz-choices (what the XYZ grid's value
+dropdown lists for each HiDiffusion axis).
 """
 import hashlib
 import os
@@ -181,6 +182,13 @@ def on_app_started(demo, app):
     @app.get("/hidiffusion-probe/extensions")
     def active_extensions():
         return [extension.name for extension in extensions.active()]
+
+    @app.get("/hidiffusion-probe/xyz-choices")
+    def xyz_choices():
+        from modules import scripts
+        xyz = next(d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py")
+        return {axis.label: axis.choices() for axis in xyz.axis_options
+                if axis.label.startswith("HiDiffusion") and axis.choices is not None}
 
     @app.get("/hidiffusion-probe/paused")
     def is_paused():
