@@ -109,7 +109,8 @@ class Webui:
             self.installer_output = install_extension(self.host, extension_dir)
         if "controlnet" in extensions and self.host.controlnet is not None:     # Forge has its own, built in
             shutil.copytree(self.host.controlnet, extension_dir / "sd-webui-controlnet")
-        if "probe" in extensions:
+        self.probed = "probe" in extensions
+        if self.probed:
             shutil.copytree(PROBE, extension_dir / "hidiffusion-test-probe")
         if self.mode == "ui":
             self._serve_page_files()
@@ -147,8 +148,10 @@ class Webui:
         return self
 
     def _answers(self) -> bool:
+        # The API answers before the app_started callbacks have run, and those add the probe's routes.
+        path = "/hidiffusion-probe/paused" if self.probed else "/sdapi/v1/samplers"
         try:
-            urllib.request.urlopen(self.url + "/sdapi/v1/samplers", timeout=5).read()
+            urllib.request.urlopen(self.url + path, timeout=5).read()
             return True
         except (urllib.error.URLError, OSError):
             return False
