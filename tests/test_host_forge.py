@@ -1,5 +1,6 @@
-"""HiDiffusion in the real WebUI Forge (lllyasviel/stable-diffusion-webui-forge dfdcbab6), installed as a user
-installs it: pixels, infotext, where RAU-Net and MSW-MSA ran (the probe), and the model left clean.
+"""HiDiffusion in the real WebUI Forge (lllyasviel/stable-diffusion-webui-forge dfdcbab6), and in Forge Classic
+where a git directory of it is at hand, installed as a user installs it: pixels, infotext, where RAU-Net and
+MSW-MSA ran (the probe), and the model left clean.
 
 Forge's UNet is its own class (`backend.nn.unet`), reached through `sd_model.forge_objects`; its ControlNet
 is built in and hands the residuals to the UNet as its `control` argument, dropping any whose size differs
